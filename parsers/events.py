@@ -1,0 +1,170 @@
+"""The one event vocabulary: what parsers observe and what the gateway records.
+
+Parsers emit the protocol events; the gateway adds the few records only it can know (exchange and
+session boundaries, errors it produced). Storage persists every one of them as is and the CLI reads
+them back: there is no second model of "a request" anywhere.
+
+Schema evolution (msgspec rules): new fields go last with defaults; never rename, reorder or retype a
+field and never reuse a tag. A breaking change bumps ``storage.codec.FORMAT_VERSION``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class Direction(enum.IntEnum):
+    """Which way the recorded bytes travelled, seen from the gateway."""
+
+    FROM_CLIENT = 0
+    TO_UPSTREAM = 1
+    FROM_UPSTREAM = 2
+    TO_CLIENT = 3
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, array_like=True, tag_field="type", tag=str.lower):
+    stream_id: int = 0  # 0 for HTTP/1.1; the stream id for HTTP/2
+
+
+# --- HTTP: emitted by parsers -----------------------------------------------------------------------
+
+
+class RequestHead(Event, frozen=True, kw_only=True):
+    method: bytes
+    target: bytes
+    headers: Headers  # raw: wire order, original case
+    http_version: bytes = b"1.1"
+
+
+class ResponseHead(Event, frozen=True, kw_only=True):
+    status: int  # 1xx heads are interim; the final head has status >= 200
+    headers: Headers
+    reason: bytes = b""
+    http_version: bytes = b"1.1"
+
+
+class BodyChunk(Event, frozen=True, kw_only=True):
+    data: bytes  # after transfer decoding (no chunk framing), exactly the message body bytes
+
+
+class MessageEnd(Event, frozen=True, kw_only=True):
+    trailers: Headers = []
+
+
+class ConnectionClosed(Event, frozen=True, kw_only=True):
+    """The peer closed its side (EOF)."""
+
+
+class ParseFailed(Event, frozen=True, kw_only=True):
+    """The parser met bytes it cannot make sense of and went inert."""
+
+    error: str
+    status_hint: int = 400  # the HTTP status a server should answer with, where one applies
+
+
+# --- Server-Sent Events: emitted by parsers.sse over a response body -------------------------------
+
+
+class SseMessage(Event, frozen=True, kw_only=True):
+    data: bytes
+    event: bytes = b""  # empty means the default type, "message"
+    id: bytes | None = None
+    retry_ms: int | None = None
+
+
+class SseComment(Event, frozen=True, kw_only=True):
+    text: bytes
+
+
+# --- Records only the gateway can make -------------------------------------------------------------
+
+
+class Identity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Who made a request. ``anonymous`` until the identity layer verifies someone."""
+
+    subject: str = "anonymous"
+    method: str = "none"  # none | oidc | api-key | mtls
+    email: str = ""
+    name: str = ""
+    groups: tuple[str, ...] = ()
+    issuer: str = ""
+    token_id: str = ""
+
+
+ANONYMOUS = Identity()
+
+
+class SessionStarted(Event, frozen=True, kw_only=True):
+    session_id: str
+    identity: Identity
+    client_addr: str
+    source: str  # "header" (the client named it) or "assigned" (the gateway grouped by identity)
+
+
+class ExchangeStarted(Event, frozen=True, kw_only=True):
+    """Opens an exchange; every later frame with the same exchange id belongs to it."""
+
+    exchange_id: str
+    session_id: str
+    identity: Identity
+    client_addr: str
+    listener: str
+    protocol: str  # "http/1.1", later "h2"
+    upstream: str = ""
+
+
+class GatewayError(Event, frozen=True, kw_only=True):
+    """The gateway answered or cut an exchange itself (bad input, upstream failure, a limit)."""
+
+    kind: str  # bad_request | header_too_large | body_too_large | not_implemented | upstream_refused | ...
+    status: int  # the status sent to the client, 0 when none could be sent
+    message: str
+    client_addr: str = ""
+
+
+class ExchangeEnded(Event, frozen=True, kw_only=True):
+    outcome: str  # complete | error | client_aborted | upstream_aborted
+    status: int = 0
+    request_bytes: int = 0
+    response_bytes: int = 0
+
+
+RecordedEvent = (
+    RequestHead
+    | ResponseHead
+    | BodyChunk
+    | MessageEnd
+    | ConnectionClosed
+    | ParseFailed
+    | SseMessage
+    | SseComment
+    | SessionStarted
+    | ExchangeStarted
+    | GatewayError
+    | ExchangeEnded
+)
+
+__all__ = [
+    "ANONYMOUS",
+    "BodyChunk",
+    "ConnectionClosed",
+    "Direction",
+    "Event",
+    "ExchangeEnded",
+    "ExchangeStarted",
+    "GatewayError",
+    "Headers",
+    "Identity",
+    "MessageEnd",
+    "ParseFailed",
+    "RecordedEvent",
+    "RequestHead",
+    "ResponseHead",
+    "SessionStarted",
+    "SseComment",
+    "SseMessage",
+]

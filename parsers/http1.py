@@ -1,0 +1,240 @@
+"""HTTP/1.1 on one connection, wrapping h11: bytes in, events out; events in, bytes out.
+
+One ``Http1Connection`` faces one peer. As ``Role.SERVER`` it faces a client (reads requests, writes
+responses); as ``Role.CLIENT`` it faces an upstream. Parsing and serializing stay separate calls, so
+the gateway decides what is forwarded. No h11 type or exception leaves this module.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+import h11
+import h11._headers
+
+from parsers.errors import ParseError
+from parsers.events import (
+    BodyChunk,
+    ConnectionClosed,
+    Event,
+    Headers,
+    MessageEnd,
+    ParseFailed,
+    RequestHead,
+    ResponseHead,
+)
+
+# RFC 9110 §7.6.1: hop-by-hop fields, never forwarded (plus whatever `Connection` names).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+
+
+class Role(enum.Enum):
+    SERVER = "server"  # we face a client
+    CLIENT = "client"  # we face an upstream
+
+
+class Http1Connection:
+    """The HTTP/1.1 state of one connection, seen from the gateway's side of it."""
+
+    name: ClassVar[str] = "http1"
+
+    def __init__(self, role: Role, *, max_head_bytes: int = 64 * 1024) -> None:
+        self.role = role
+        self._h11 = h11.Connection(h11.SERVER if role is Role.SERVER else h11.CLIENT, max_head_bytes)
+        self._failed = False
+        self._bytes_in = 0  # for error locations
+
+    # --- receiving -------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse bytes from the peer. A protocol error yields ``ParseFailed`` and the parser goes inert."""
+        if self._failed:
+            return []
+        self._bytes_in += len(data)
+        self._h11.receive_data(data)
+        return self._drain()
+
+    def feed_eof(self) -> list[Event]:
+        if self._failed:
+            return []
+        self._h11.receive_data(b"")
+        return self._drain()
+
+    def _drain(self) -> list[Event]:
+        out: list[Event] = []
+        while True:
+            try:
+                ev = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._failed = True
+                where = "client" if self.role is Role.SERVER else "upstream"
+                out.append(
+                    ParseFailed(
+                        error=f"http1: {exc} (from {where}, near byte {self._bytes_in})",
+                        status_hint=exc.error_status_hint,
+                    )
+                )
+                return out
+            if ev is h11.NEED_DATA or ev is h11.PAUSED:
+                return out
+            translated = self._translate(ev)
+            if isinstance(translated, ParseFailed):
+                self._failed = True
+                out.append(translated)
+                return out
+            out.append(translated)
+            if isinstance(translated, ConnectionClosed):
+                return out
+
+    def _translate(self, ev: object) -> Event:
+        match ev:
+            case h11.Data():
+                return BodyChunk(data=bytes(ev.data))
+            case h11.Request():
+                headers = _raw_headers(ev.headers)
+                problem = _framing_problem(headers)
+                if problem:
+                    return ParseFailed(error=f"http1: {problem} (from client)", status_hint=400)
+                return RequestHead(
+                    method=bytes(ev.method),
+                    target=bytes(ev.target),
+                    headers=headers,
+                    http_version=bytes(ev.http_version),
+                )
+            case h11.Response() | h11.InformationalResponse():
+                return ResponseHead(
+                    status=ev.status_code,
+                    headers=_raw_headers(ev.headers),
+                    reason=bytes(ev.reason),
+                    http_version=bytes(ev.http_version),
+                )
+            case h11.EndOfMessage():
+                return MessageEnd(trailers=_raw_headers(ev.headers))
+            case h11.ConnectionClosed():
+                return ConnectionClosed()
+        raise ParseError(f"http1: unexpected h11 event {type(ev).__name__}")  # pragma: no cover
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    def send(self, event: Event) -> bytes:
+        """Serialize one event for the peer.
+
+        Raises:
+            ParseError: the event is not valid here (wrong state, bad header); nothing was produced.
+        """
+        h11_event: h11.Request | h11.Response | h11.InformationalResponse | h11.Data | h11.EndOfMessage
+        match event:
+            case BodyChunk():
+                h11_event = h11.Data(data=event.data)
+            case RequestHead():
+                h11_event = h11.Request(method=event.method, target=event.target, headers=event.headers)
+            case ResponseHead() if event.status < 200:
+                h11_event = h11.InformationalResponse(
+                    status_code=event.status, headers=event.headers, reason=event.reason
+                )
+            case ResponseHead():
+                h11_event = h11.Response(status_code=event.status, headers=event.headers, reason=event.reason)
+            case MessageEnd():
+                h11_event = h11.EndOfMessage(headers=event.trailers)
+            case _:
+                raise ParseError(f"http1: cannot send {type(event).__name__}")
+        try:
+            return self._h11.send(h11_event) or b""
+        except h11.LocalProtocolError as exc:
+            self._h11.send_failed()
+            raise ParseError(f"http1: cannot send {type(event).__name__}: {exc}") from None
+
+    # --- connection state ------------------------------------------------------------------------
+
+    @property
+    def peer_waiting_for_100_continue(self) -> bool:
+        """The client sent ``Expect: 100-continue`` and waits before sending its body."""
+        return self._h11.they_are_waiting_for_100_continue
+
+    @property
+    def reusable(self) -> bool:
+        """Both sides finished the current message cycle and neither asked to close."""
+        return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+
+    @property
+    def request_done(self) -> bool:
+        """The request side of the current cycle is complete."""
+        req = self._h11.their_state if self.role is Role.SERVER else self._h11.our_state
+        return req in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
+
+    def next_cycle(self) -> list[Event]:
+        """Start the next request/response cycle on a kept-alive connection.
+
+        Returns the events of bytes already buffered (a pipelined request).
+
+        Raises:
+            ParseError: the connection is not reusable.
+        """
+        try:
+            self._h11.start_next_cycle()
+        except h11.LocalProtocolError as exc:
+            raise ParseError(f"http1: cannot reuse connection: {exc}") from None
+        return self._drain()
+
+
+def _raw_headers(headers: h11._headers.Headers) -> Headers:
+    # h11 keeps the raw (original case) names beside the lowercased ones; a recorder wants the raw.
+    return headers.raw_items()
+
+
+def _framing_problem(headers: Headers) -> str:
+    """Request framing h11 tolerates but a proxy must refuse (RFC 9112 §6.1, §6.3: smuggling risks)."""
+    has_te = has_cl = False
+    for name, _value in headers:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            has_te = True
+        elif lower == b"content-length":
+            has_cl = True
+    if has_te and has_cl:
+        return "both Content-Length and Transfer-Encoding in one request"
+    return ""
+
+
+def connection_tokens(headers: Headers) -> frozenset[bytes]:
+    """The lowercased field names a ``Connection`` header lists (they are hop-by-hop too)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return frozenset(tokens)
+
+
+def end_to_end(headers: Headers) -> Headers:
+    """Drop hop-by-hop fields, keeping order and case of the rest."""
+    drop = HOP_BY_HOP | connection_tokens(headers)
+    return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+
+
+
+def render_response(status: int, reason: bytes, headers: Headers, body: bytes) -> bytes:
+    """A complete response the gateway makes itself (errors), for a connection it then closes.
+
+    Written without h11 on purpose: it must work whatever state the peer's bytes left the parser in.
+    """
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    lines.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)
+__all__ = ["HOP_BY_HOP", "Http1Connection", "Role", "connection_tokens", "end_to_end", "render_response"]

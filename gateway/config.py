@@ -1,0 +1,159 @@
+"""Typed configuration: TOML file, then command-line flags on top. Fails early with the bad field named."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+Durability = Literal["strict", "batched"]
+
+
+class ConfigError(Exception):
+    """Configuration that cannot work. The message names the field."""
+
+
+class ListenerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    listen: str = "127.0.0.1:8080"
+    upstream: str = "http://127.0.0.1:8000"
+    protocol: str = "http1"  # the client-facing parser, from parsers.registry
+    name: str = "default"
+
+
+class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    max_head_bytes: int = 64 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024
+    header_timeout_s: float = 30.0  # a request head must arrive within this (slow clients)
+    idle_timeout_s: float = 75.0  # a kept-alive client connection may sit idle this long
+    upstream_connect_timeout_s: float = 10.0
+    upstream_read_timeout_s: float = 300.0  # longest silence from the upstream, between chunks too
+    client_write_timeout_s: float = 60.0  # longest a client may leave our writes unread
+    max_connections: int = 1024
+    upstream_pool_size: int = 64  # idle kept-alive upstream connections kept per upstream
+
+
+class StorageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = "./wardgate-data"
+    durability: Durability = "strict"
+    max_segment_bytes: int = 64 * 1024 * 1024
+    group_commit_ms: float = 50.0
+    max_pending_frames: int = 20_000  # beyond this, connections wait for the writer (counted)
+
+
+class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    idle_timeout_s: float = 900.0  # 15 minutes without traffic starts a new assigned session
+    max_tracked: int = 100_000
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    listeners: list[ListenerConfig] = msgspec.field(default_factory=lambda: [ListenerConfig()])
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    sessions: SessionConfig = msgspec.field(default_factory=SessionConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.data_dir)
+
+
+def split_host_port(value: str, *, field: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) to a pair.
+
+    Raises:
+        ConfigError: not of that form.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ConfigError(f"{field}: expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_upstream(value: str, *, field: str) -> tuple[str, int, str]:
+    """``http://host:port[/prefix]`` to (host, port, path prefix).
+
+    Raises:
+        ConfigError: not an http:// URL (https:// arrives with the TLS work).
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme != "http":
+        raise ConfigError(f"{field}: expected http://HOST:PORT, got {value!r}")
+    authority, _, path = rest.partition("/")
+    if ":" in authority.rsplit("]", 1)[-1]:
+        host, port = split_host_port(authority, field=field)
+    else:
+        host, port = authority.strip("[]"), 80
+    if not host:
+        raise ConfigError(f"{field}: missing host in {value!r}")
+    return host, port, "/" + path.rstrip("/") if path else ""
+
+
+def validate(config: Config) -> Config:
+    """Check what the types alone cannot. Raises ConfigError naming the field."""
+    if not config.listeners:
+        raise ConfigError("listeners: at least one listener is required")
+    for i, listener in enumerate(config.listeners):
+        split_host_port(listener.listen, field=f"listeners[{i}].listen")
+        parse_upstream(listener.upstream, field=f"listeners[{i}].upstream")
+    for name in msgspec.structs.fields(LimitsConfig):
+        value = getattr(config.limits, name.name)
+        if value <= 0:
+            raise ConfigError(f"limits.{name.name}: must be positive, got {value}")
+    if config.storage.max_segment_bytes < 4096:
+        raise ConfigError("storage.max_segment_bytes: must be at least 4096")
+    if config.storage.group_commit_ms <= 0:
+        raise ConfigError("storage.group_commit_ms: must be positive")
+    return config
+
+
+def load(path: Path | None) -> Config:
+    """Read a TOML config file (or the defaults when ``path`` is None).
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, unknown or mistyped field.
+    """
+    if path is None:
+        return Config()
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    try:
+        return msgspec.toml.decode(text, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def apply_flags(config: Config, args: argparse.Namespace) -> Config:
+    """Flags override the file: they apply to the first listener and to storage."""
+    listener = config.listeners[0] if config.listeners else ListenerConfig()
+    listener = msgspec.structs.replace(
+        listener,
+        listen=args.listen or listener.listen,
+        upstream=args.upstream or listener.upstream,
+    )
+    storage = msgspec.structs.replace(
+        config.storage,
+        data_dir=args.data_dir or config.storage.data_dir,
+        durability=args.durability or config.storage.durability,
+    )
+    return msgspec.structs.replace(config, listeners=[listener, *config.listeners[1:]], storage=storage)
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Durability",
+    "LimitsConfig",
+    "ListenerConfig",
+    "SessionConfig",
+    "StorageConfig",
+    "apply_flags",
+    "load",
+    "parse_upstream",
+    "split_host_port",
+    "validate",
+]

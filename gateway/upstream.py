@@ -1,0 +1,110 @@
+"""Connections to the upstream model server: HTTP/1.1 over TCP, kept alive in a small pool."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+from parsers.events import Event
+from parsers.http1 import Http1Connection, Role
+
+READ_SIZE = 64 * 1024
+
+
+class UpstreamUnavailable(Exception):
+    """Could not connect to the upstream (refused, unreachable)."""
+
+
+class UpstreamConnection:
+    """One TCP connection to the upstream and its HTTP/1.1 state."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_head_bytes: int) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.http = Http1Connection(Role.CLIENT, max_head_bytes=max_head_bytes)
+        self.idle_since = 0.0
+
+    def send(self, event: Event) -> None:
+        data = self.http.send(event)
+        if data:
+            self.writer.write(data)
+
+    async def drain(self) -> None:
+        if self.writer.transport.get_write_buffer_size() > READ_SIZE:
+            await self.writer.drain()
+
+    async def receive(self, timeout_s: float) -> list[Event]:
+        """Read and parse what the upstream sends next. Raises TimeoutError after ``timeout_s`` of silence."""
+        async with asyncio.timeout(timeout_s):
+            data = await self.reader.read(READ_SIZE)
+        return self.http.feed(data) if data else self.http.feed_eof()
+
+    @property
+    def usable(self) -> bool:
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+class UpstreamPool:
+    """Idle kept-alive connections to one upstream, reused most recent first."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout_s: float,
+        max_idle: int,
+        max_head_bytes: int,
+        idle_ttl_s: float = 4.0,  # below common server keep-alive timeouts (uvicorn: 5 s)
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._connect_timeout_s = connect_timeout_s
+        self._max_idle = max_idle
+        self._max_head_bytes = max_head_bytes
+        self._idle_ttl_s = idle_ttl_s
+        self._idle: deque[UpstreamConnection] = deque()
+        self.connects = 0
+        self.reuses = 0
+
+    async def acquire(self) -> UpstreamConnection:
+        """A fresh or idle connection.
+
+        Raises:
+            UpstreamUnavailable: connection refused or unreachable.
+            TimeoutError: no connection within ``connect_timeout_s``.
+        """
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.usable and now - conn.idle_since < self._idle_ttl_s:
+                self.reuses += 1
+                return conn
+            conn.abort()
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                reader, writer = await asyncio.open_connection(self.host, self.port, limit=READ_SIZE)
+        except OSError as exc:
+            raise UpstreamUnavailable(f"cannot connect to upstream {self.host}:{self.port}: {exc}") from exc
+        self.connects += 1
+        return UpstreamConnection(reader, writer, self._max_head_bytes)
+
+    def release(self, conn: UpstreamConnection, *, reusable: bool) -> None:
+        """Return a connection after an exchange; it is kept only if both sides may continue."""
+        if reusable and conn.http.reusable and conn.usable and len(self._idle) < self._max_idle:
+            conn.http.next_cycle()
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+        else:
+            conn.abort()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().abort()
+
+
+__all__ = ["UpstreamConnection", "UpstreamPool", "UpstreamUnavailable"]

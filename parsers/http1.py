@@ -61,8 +61,8 @@ class Http1Connection:
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse bytes from the peer. A protocol error yields ``ParseFailed`` and the parser goes inert."""
-        if self._failed:
-            return []
+        if self._failed or not data:
+            return []  # h11 reads b"" as EOF; that is feed_eof's job
         self._bytes_in += len(data)
         self._h11.receive_data(data)
         return self._drain()

@@ -1,0 +1,24 @@
+"""Errors raised by ``storage/``. Messages name the segment and byte offset where the log went wrong."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """The log, the index or the data directory cannot be used as asked."""
+
+
+class CorruptLog(StorageError):
+    """A segment holds bytes that are not a valid record where one must be (not a torn tail)."""
+
+    def __init__(self, segment: int, offset: int, reason: str) -> None:
+        super().__init__(f"segment {segment:012d} offset {offset}: {reason}")
+        self.segment = segment
+        self.offset = offset
+        self.reason = reason
+
+
+class DataDirBusy(StorageError):
+    """Another process (a running gateway) holds the data directory lock."""
+
+
+__all__ = ["CorruptLog", "DataDirBusy", "StorageError"]

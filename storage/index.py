@@ -1,0 +1,345 @@
+"""The SQLite index over the log: exchanges, sessions and full text, for auditors' searches.
+
+One long-lived aiosqlite connection (its one thread is the only thread storage runs), WAL mode so readers
+never block the gateway's writer. Derived data: ``rebuild`` recreates it from the segments at any time.
+Reading segment files during ``catch_up`` is synchronous but bounded (page-cache reads, in slices that
+yield to the loop); every SQL statement takes bound parameters only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from parsers.events import Identity
+from parsers.openai import ToolCall
+from storage import _schema
+from storage._format import Position
+from storage.assemble import ExchangeAssembler, ExchangeRecord
+from storage.errors import StorageError
+from storage.query import (
+    ExchangeQuery,
+    IdKind,
+    SessionQuery,
+    SessionRow,
+    fts_phrases,
+    glob_escape,
+    is_glob,
+)
+from storage.reader import SegmentCursor
+
+INDEX_NAME = "index.sqlite"
+_READ_SLICE = 2048  # frames read and assembled between two yields to the event loop
+_REBUILD_FRAMES = 200_000
+_SELECT_SESSION = (
+    "SELECT s.id, s.subject, s.email, s.client_addr, s.first_ns, s.last_ns, s.exchanges, s.errors, s.models"
+    " FROM sessions AS s"
+)
+
+_identity_decoder = msgspec.json.Decoder(Identity)
+_tool_calls_decoder = msgspec.json.Decoder(list[ToolCall])
+_json = msgspec.json.Encoder()
+
+
+def index_path(data_dir: Path) -> Path:
+    """Where the index of a data directory lives."""
+    return data_dir / INDEX_NAME
+
+
+class SqliteIndex:
+    """The SQLite implementation of ``storage.query.IndexBackend``."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, *, readonly: bool) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._db = db
+        self._cursor: SegmentCursor | None = None
+        self._assembler = ExchangeAssembler()
+        self._data_dir: Path | None = None
+        self._busy = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, *, readonly: bool = False) -> SqliteIndex:
+        """Open (or create, unless ``readonly``) the index at ``path``.
+
+        A writable index with another schema version is dropped and recreated empty: the next
+        ``catch_up`` rebuilds it from the log.
+
+        Raises:
+            StorageError: ``readonly`` and the index is missing or of another schema version.
+        """
+        database, uri = _database(path, readonly=readonly)
+        db = await _connect(database, uri=uri)
+        try:
+            await db.execute("PRAGMA busy_timeout = 5000")
+            version = await _scalar(db, "PRAGMA user_version")
+            if readonly:
+                if version != _schema.SCHEMA_VERSION:
+                    raise StorageError(
+                        f"index {path} has schema version {version}, expected {_schema.SCHEMA_VERSION}: "
+                        "run `wardgate reindex`"
+                    )
+            else:
+                await db.execute("PRAGMA journal_mode = WAL")
+                await db.execute("PRAGMA synchronous = NORMAL")  # derived data: a lost commit is re-read
+                if version != _schema.SCHEMA_VERSION:
+                    await db.executescript(_schema.DROP)
+                await db.executescript(_schema.CREATE)
+                await db.execute(f"PRAGMA user_version = {_schema.SCHEMA_VERSION:d}")
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, path, readonly=readonly)
+
+    async def __aenter__(self) -> SqliteIndex:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    async def catch_up(self, data_dir: Path, *, max_frames: int = 50_000) -> int:
+        """Index up to ``max_frames`` new frames in one transaction; returns how many were read.
+
+        Idempotent: after a crash it resumes from the stored position, and re-applied exchanges replace
+        their rows. Call it again while it returns ``max_frames``.
+
+        Raises:
+            CorruptLog: the log is bad before its tail (nothing is committed for this call).
+        """
+        self._require_writable()
+        async with self._busy:
+            if self._cursor is None or self._data_dir != data_dir:
+                self._cursor = SegmentCursor(data_dir, await self._stored_resume())
+                self._assembler = ExchangeAssembler()
+                self._data_dir = data_dir
+            cursor, assembler = self._cursor, self._assembler
+            try:
+                frames = 0
+                records: dict[str, ExchangeRecord] = {}
+                while frames < max_frames:
+                    batch = cursor.read_new(min(_READ_SLICE, max_frames - frames))
+                    if not batch:
+                        break
+                    for stored in batch:
+                        for record in assembler.feed(stored):
+                            records[record.exchange_id] = record
+                    frames += len(batch)
+                    await asyncio.sleep(0)
+                if frames:
+                    positions = [p for p in (assembler.open_since(), cursor.position) if p is not None]
+                    await self._apply(list(records.values()), min(positions), frames)
+            except BaseException:
+                self._cursor = None  # start over from what was committed
+                raise
+            return frames
+
+    async def rebuild(self, data_dir: Path) -> int:
+        """Drop everything and index the whole log again; returns the frames read.
+
+        The caller must hold the data directory lock (no gateway may be indexing meanwhile).
+        """
+        self._require_writable()
+        async with self._busy:
+            await self._db.executescript(_schema.DROP)
+            await self._db.executescript(_schema.CREATE)
+            self._cursor = None
+        total = 0
+        while frames := await self.catch_up(data_dir, max_frames=_REBUILD_FRAMES):
+            total += frames
+        return total
+
+    async def _apply(self, records: list[ExchangeRecord], resume: Position, frames: int) -> None:
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.executemany(_schema.UPSERT_EXCHANGE, [_row(record) for record in records])
+            sessions = sorted({record.session_id for record in records})
+            await db.executemany(_schema.REFRESH_SESSION, [{"id": session} for session in sessions])
+            await db.execute(
+                "UPDATE index_state SET resume_segment = ?, resume_offset = ?, frames = frames + ?"
+                " WHERE id = 1",
+                (resume.segment, resume.offset, frames),
+            )
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def _stored_resume(self) -> Position | None:
+        async with self._db.execute(
+            "SELECT resume_segment, resume_offset FROM index_state WHERE id = 1"
+        ) as c:
+            row = await c.fetchone()
+        if row is None or row[0] is None:
+            return None
+        return Position(int(row[0]), int(row[1]))
+
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise StorageError(f"index {self.path} was opened read-only")
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    async def exchanges(self, q: ExchangeQuery) -> list[ExchangeRecord]:
+        """Exchanges matching every given filter, newest first."""
+        where: list[str] = []
+        params: list[Any] = []
+        if q.user:
+            where.append("(x.subject = ? OR x.email = ?)")
+            params += [q.user, q.user]
+        if q.session:
+            where.append("x.session_id = ?")
+            params.append(q.session)
+        if q.path:
+            where.append("x.path GLOB ?")
+            params.append(q.path if is_glob(q.path) else glob_escape(q.path) + "*")
+        if q.status is not None:
+            where.append("x.status = ?")
+            params.append(q.status)
+        if q.model:
+            where.append("x.model GLOB ?" if is_glob(q.model) else "x.model = ?")
+            params.append(q.model)
+        if q.since_ns is not None:
+            where.append("x.started_ns >= ?")
+            params.append(q.since_ns)
+        if q.until_ns is not None:
+            where.append("x.started_ns < ?")
+            params.append(q.until_ns)
+        if q.text:
+            match = fts_phrases(q.text)
+            if not match:
+                return []
+            where.append("x.id IN (SELECT rowid FROM exchanges_fts WHERE exchanges_fts MATCH ?)")
+            params.append(match)
+        sql = _schema.SELECT_EXCHANGE
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY x.started_ns DESC, x.id DESC LIMIT ?"
+        params.append(q.limit)
+        return [_record(row) for row in await self._db.execute_fetchall(sql, params)]
+
+    async def sessions(self, q: SessionQuery) -> list[SessionRow]:
+        """Sessions matching every given filter, most recently active first."""
+        where: list[str] = []
+        params: list[Any] = []
+        if q.user:
+            where.append("(s.subject = ? OR s.email = ?)")
+            params += [q.user, q.user]
+        if q.since_ns is not None:
+            where.append("s.last_ns >= ?")
+            params.append(q.since_ns)
+        if q.until_ns is not None:
+            where.append("s.first_ns < ?")
+            params.append(q.until_ns)
+        if q.model:
+            op = "GLOB" if is_glob(q.model) else "="
+            where.append(
+                f"EXISTS (SELECT 1 FROM exchanges AS x WHERE x.session_id = s.id AND x.model {op} ?)"
+            )
+            params.append(q.model)
+        if q.status is not None:
+            where.append("EXISTS (SELECT 1 FROM exchanges AS x WHERE x.session_id = s.id AND x.status = ?)")
+            params.append(q.status)
+        sql = _SELECT_SESSION
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY s.last_ns DESC, s.id DESC LIMIT ?"
+        params.append(q.limit)
+        rows = await self._db.execute_fetchall(sql, params)
+        return [
+            SessionRow(
+                id=row[0],
+                subject=row[1],
+                email=row[2],
+                client_addr=row[3],
+                first_ns=row[4],
+                last_ns=row[5],
+                exchanges=row[6],
+                errors=row[7],
+                models=row[8].split(",") if row[8] else [],
+            )
+            for row in rows
+        ]
+
+    async def exchange(self, exchange_id: str) -> ExchangeRecord | None:
+        rows = await self._db.execute_fetchall(
+            _schema.SELECT_EXCHANGE + " WHERE x.exchange_id = ?", (exchange_id,)
+        )
+        return _record(next(iter(rows))) if rows else None
+
+    async def session_exchanges(self, session_id: str) -> list[ExchangeRecord]:
+        """All exchanges of a session, oldest first (conversation order)."""
+        sql = _schema.SELECT_EXCHANGE + " WHERE x.session_id = ? ORDER BY x.started_ns, x.id"
+        return [_record(row) for row in await self._db.execute_fetchall(sql, (session_id,))]
+
+    async def match_ids(self, fragment: str, *, limit: int = 5) -> list[tuple[IdKind, str]]:
+        """Exchange and session ids that start or end with ``fragment`` (for short ids typed by people)."""
+        if not fragment:
+            return []
+        literal = glob_escape(fragment)
+        patterns = (literal + "*", "*" + literal)
+        found: list[tuple[IdKind, str]] = []
+        sql = "SELECT exchange_id FROM exchanges WHERE exchange_id GLOB ? OR exchange_id GLOB ? LIMIT ?"
+        for row in await self._db.execute_fetchall(sql, (*patterns, limit)):
+            found.append(("exchange", row[0]))
+        sql = "SELECT id FROM sessions WHERE id GLOB ? OR id GLOB ? LIMIT ?"
+        for row in await self._db.execute_fetchall(sql, (*patterns, limit)):
+            found.append(("session", row[0]))
+        return found
+
+
+def _database(path: Path, *, readonly: bool) -> tuple[str, bool]:
+    """The name to connect to: a ``mode=ro`` URI for readers (a few stat calls, not worth a thread)."""
+    if readonly:
+        if not path.exists():
+            raise StorageError(f"no index at {path}: start the gateway or run `wardgate reindex`")
+        return f"{path.resolve().as_uri()}?mode=ro", True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path), False
+
+
+async def _connect(database: str, *, uri: bool = False) -> aiosqlite.Connection:
+    try:
+        return await aiosqlite.connect(database, uri=uri, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open index {database}: {exc}") from exc
+
+
+async def _scalar(db: aiosqlite.Connection, sql: str) -> int:
+    async with db.execute(sql) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def _row(record: ExchangeRecord) -> tuple[Any, ...]:
+    values = msgspec.structs.asdict(record)
+    values["email"] = record.identity.email
+    values["identity"] = _json.encode(record.identity).decode()
+    values["tool_calls"] = _json.encode(record.tool_calls).decode()
+    values["stream"] = int(record.stream)
+    return tuple(values[column] for column in _schema.EXCHANGE_COLUMNS)
+
+
+def _record(row: Any) -> ExchangeRecord:
+    values = dict(zip(_schema.EXCHANGE_COLUMNS, row, strict=True))
+    del values["email"]
+    values["identity"] = _identity_decoder.decode(values["identity"])
+    values["tool_calls"] = _tool_calls_decoder.decode(values["tool_calls"])
+    values["stream"] = bool(values["stream"])
+    return ExchangeRecord(**values)
+
+
+__all__ = ["INDEX_NAME", "SqliteIndex", "index_path"]

@@ -38,15 +38,15 @@ class SessionTracker:
         self._assigned: OrderedDict[str, tuple[str, int]] = OrderedDict()  # key -> (session id, last seen)
         self._named: OrderedDict[str, None] = OrderedDict()
 
-    def resolve(self, header_value: bytes | None, identity: Identity, client_ip: str, now_ns: int) -> SessionRef:
+    def resolve(
+        self, header_value: bytes | None, identity: Identity, client_ip: str, now_ns: int
+    ) -> SessionRef:
         """Raises:
         BadSessionHeader: the header is present but malformed.
         """
         if header_value is not None:
             if not _VALID_SESSION.fullmatch(header_value):
-                raise BadSessionHeader(
-                    "X-Wardgate-Session must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
-                )
+                raise BadSessionHeader("X-Wardgate-Session must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
             session_id = header_value.decode("ascii")
             is_new = session_id not in self._named
             self._named[session_id] = None

@@ -19,7 +19,9 @@ class UpstreamUnavailable(Exception):
 class UpstreamConnection:
     """One TCP connection to the upstream and its HTTP/1.1 state."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_head_bytes: int) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_head_bytes: int
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.http = Http1Connection(Role.CLIENT, max_head_bytes=max_head_bytes)

@@ -224,9 +224,6 @@ def end_to_end(headers: Headers) -> Headers:
     return [(n, v) for n, v in headers if n.lower() not in drop]
 
 
-
-
-
 def render_response(status: int, reason: bytes, headers: Headers, body: bytes) -> bytes:
     """A complete response the gateway makes itself (errors), for a connection it then closes.
 
@@ -237,4 +234,6 @@ def render_response(status: int, reason: bytes, headers: Headers, body: bytes) -
     lines.append(b"\r\n")
     lines.append(body)
     return b"".join(lines)
+
+
 __all__ = ["HOP_BY_HOP", "Http1Connection", "Role", "connection_tokens", "end_to_end", "render_response"]

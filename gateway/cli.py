@@ -1,0 +1,95 @@
+"""The ``wardgate`` command line. The only place that reads flags, config files and signals.
+
+Bad input fails at startup with one line naming what was wrong, exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import uvloop
+
+from gateway import inspect, mock_llm
+from gateway.config import Config, ConfigError, apply_flags, load, validate
+from gateway.server import Gateway
+from storage.errors import DataDirBusy, StorageError
+
+logger = logging.getLogger("wardgate")
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the gateway", description="Run the recording gateway.")
+    p.add_argument("--config", type=Path, help="TOML config file (flags override it)")
+    p.add_argument("--listen", help="HOST:PORT to accept clients on (default 127.0.0.1:8080)")
+    p.add_argument("--upstream", help="http://HOST:PORT of the model server (default http://127.0.0.1:8000)")
+    p.add_argument("--data-dir", help="where the session log and index live (default ./wardgate-data)")
+    p.add_argument("--durability", choices=["strict", "batched"], help="when frames reach the disk")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = validate(apply_flags(load(args.config), args))
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return uvloop.run(_serve_async(config))
+
+
+async def _serve_async(config: Config) -> int:
+    def ready(gw: Gateway) -> None:
+        for (host, port), listener in zip(gw.addresses, config.listeners, strict=True):
+            print(
+                f"wardgate: listening on http://{host}:{port} -> {listener.upstream} "
+                f"(data dir {config.data_dir}, durability {config.storage.durability})",
+                flush=True,
+            )
+
+    gateway = Gateway(config, on_ready=ready)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, gateway.stop)
+    await gateway.run()
+    print("wardgate: stopped; log synced and indexed", file=sys.stderr, flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wardgate",
+        description="A recording gateway for LLM traffic: every exchange proxied, recorded, searchable.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    mock_llm.add_command(sub)
+    inspect.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"wardgate: config error: {exc}", file=sys.stderr)
+        return 2
+    except DataDirBusy as exc:
+        print(f"wardgate: {exc}", file=sys.stderr)
+        return 2
+    except StorageError as exc:
+        print(f"wardgate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

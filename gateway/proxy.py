@@ -1,0 +1,538 @@
+"""One client connection: read requests, forward them upstream, stream responses back, record all of it.
+
+Every byte that crosses is recorded as frames through the recorder; the connection itself never waits
+for the disk except in strict mode, where a request is forwarded only once its frames are fsync'd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import NoReturn
+
+import msgspec
+
+from gateway.config import LimitsConfig
+from gateway.ids import new_id
+from gateway.recorder import Recorder, RecordingFailed
+from gateway.sessions import EXCHANGE_HEADER, SESSION_HEADER, BadSessionHeader, SessionTracker
+from gateway.upstream import UpstreamConnection, UpstreamPool, UpstreamUnavailable
+from parsers.events import (
+    ANONYMOUS,
+    BodyChunk,
+    ConnectionClosed,
+    Direction,
+    Event,
+    ExchangeEnded,
+    ExchangeStarted,
+    GatewayError,
+    Headers,
+    Identity,
+    MessageEnd,
+    ParseFailed,
+    RequestHead,
+    ResponseHead,
+    SessionStarted,
+)
+from parsers.http1 import Http1Connection, Role, end_to_end, render_response
+from storage.codec import Frame
+
+logger = logging.getLogger("wardgate.proxy")
+
+READ_SIZE = 64 * 1024
+WRITE_HIGH_WATER = 64 * 1024
+
+
+@dataclass
+class ProxyStats:
+    connections: int = 0
+    exchanges: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ProxyContext:
+    """What every connection of one listener shares."""
+
+    listener: str
+    limits: LimitsConfig
+    recorder: Recorder
+    sessions: SessionTracker
+    pool: UpstreamPool
+    upstream_authority: bytes  # the Host the upstream expects
+    upstream_prefix: bytes  # path prefix of the upstream URL, prepended to every target
+    stats: ProxyStats = field(default_factory=ProxyStats)
+
+
+class ExchangeAborted(Exception):
+    """The exchange cannot go on; the reason was recorded and answered (or the connection cut)."""
+
+
+class _Exchange:
+    __slots__ = ("id", "request_bytes", "response_bytes", "response_started", "session_id", "status")
+
+    def __init__(self, session_id: str) -> None:
+        self.id = new_id("x_")
+        self.session_id = session_id
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.status = 0
+        self.response_started = False  # a response head went to the client
+
+
+class ClientConnection:
+    """Serves one accepted client connection until it closes."""
+
+    def __init__(self, ctx: ProxyContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.ctx = ctx
+        self.reader = reader
+        self.writer = writer
+        self.conn_id = new_id("c_")
+        peer = writer.get_extra_info("peername") or ("unknown", 0)
+        self.client_ip = str(peer[0])
+        self.client_addr = f"[{peer[0]}]:{peer[1]}" if ":" in self.client_ip else f"{peer[0]}:{peer[1]}"
+        self.identity: Identity = ANONYMOUS  # the identity layer will set this per request
+        self.http = Http1Connection(Role.SERVER, max_head_bytes=ctx.limits.max_head_bytes)
+        self._events: deque[Event] = deque()
+        self._seq = 0
+        self._behind = False
+
+    # --- recording -------------------------------------------------------------------------------
+
+    def _emit(self, direction: Direction, event: Event, exchange_id: str) -> None:
+        frame = Frame(
+            conn_id=self.conn_id,
+            seq=self._seq,
+            ts_ns=time.time_ns(),
+            direction=direction,
+            event=event,  # type: ignore[arg-type]
+            exchange_id=exchange_id,
+        )
+        self._seq += 1
+        if not self.ctx.recorder.record(frame):
+            self._behind = True
+
+    async def _keep_pace(self) -> None:
+        """Let the log writer catch up when it fell behind (back-pressure, counted by the recorder)."""
+        if self._behind:
+            self._behind = False
+            await self.ctx.recorder.room()
+
+    # --- the connection loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        limits = self.ctx.limits
+        timeout = limits.header_timeout_s
+        while True:
+            try:
+                event = await self._next_client_event(timeout)
+            except TimeoutError:
+                return  # idle or silent client: nothing of a request arrived to answer
+            match event:
+                case RequestHead():
+                    if not await self._serve(event):
+                        return
+                    self._events.extend(self.http.next_cycle())
+                    timeout = limits.idle_timeout_s
+                case ParseFailed():
+                    await self._refuse_unparsed(event)
+                    return
+                case _:
+                    return
+
+    async def _next_client_event(self, timeout_s: float) -> Event:
+        while not self._events:
+            async with asyncio.timeout(timeout_s):
+                data = await self.reader.read(READ_SIZE)
+            events = self.http.feed(data) if data else self.http.feed_eof()
+            if not data and not events:
+                return ConnectionClosed()
+            self._events.extend(events)
+        return self._events.popleft()
+
+    # --- one exchange ----------------------------------------------------------------------------
+
+    async def _serve(self, head: RequestHead) -> bool:
+        """Forward one request and its response. Returns whether the connection may be kept alive."""
+        ctx = self.ctx
+        now = time.time_ns()
+        session_header = _first(head.headers, SESSION_HEADER)
+        bad_session = ""
+        try:
+            ref = ctx.sessions.resolve(session_header, self.identity, self.client_ip, now)
+        except BadSessionHeader as exc:
+            bad_session = str(exc)
+            ref = ctx.sessions.resolve(None, self.identity, self.client_ip, now)
+        ex = _Exchange(ref.session_id)
+        ctx.stats.exchanges += 1
+        if ref.is_new:
+            self._emit(
+                Direction.FROM_CLIENT,
+                SessionStarted(
+                    session_id=ref.session_id,
+                    identity=self.identity,
+                    client_addr=self.client_addr,
+                    source=ref.source,
+                ),
+                ex.id,
+            )
+        self._emit(
+            Direction.FROM_CLIENT,
+            ExchangeStarted(
+                exchange_id=ex.id,
+                session_id=ex.session_id,
+                identity=self.identity,
+                client_addr=self.client_addr,
+                listener=ctx.listener,
+                protocol="http/1.1",
+                upstream=f"{ctx.pool.host}:{ctx.pool.port}",
+            ),
+            ex.id,
+        )
+        self._emit(Direction.FROM_CLIENT, head, ex.id)
+        try:
+            self._check_request(head, bad_session)
+            upstream = await self._forward_request(ex, head)
+            try:
+                await self._relay_response(ex, upstream)
+            except BaseException:
+                upstream.abort()
+                raise
+            ctx.pool.release(upstream, reusable=True)
+        except ExchangeAborted:
+            return False
+        except _Refusal as refusal:
+            await self._refuse(ex, refusal.status, refusal.kind, refusal.message)
+            return False
+        except RecordingFailed as exc:
+            # Fail closed: nothing goes on unrecorded.
+            await self._refuse(ex, 503, "recording_unavailable", f"the session log cannot be written: {exc}")
+            return False
+        self._emit(
+            Direction.TO_CLIENT,
+            ExchangeEnded(
+                outcome="complete",
+                status=ex.status,
+                request_bytes=ex.request_bytes,
+                response_bytes=ex.response_bytes,
+            ),
+            ex.id,
+        )
+        await self._keep_pace()
+        return self.http.reusable
+
+    def _check_request(self, head: RequestHead, bad_session: str) -> None:
+        limits = self.ctx.limits
+        if bad_session:
+            raise _Refusal(400, "bad_request", bad_session)
+        if not self.ctx.recorder.healthy:
+            raise _Refusal(503, "recording_unavailable", "the session log is not writable; refusing traffic")
+        if head.method == b"CONNECT":
+            raise _Refusal(501, "not_implemented", "CONNECT tunnels are not supported by this gateway")
+        if _first(head.headers, b"upgrade") is not None:
+            raise _Refusal(501, "not_implemented", "protocol upgrades (WebSocket, h2c) are not supported yet")
+        length = _first(head.headers, b"content-length")
+        if length is not None and int(length) > limits.max_body_bytes:
+            raise _Refusal(
+                413, "body_too_large", f"request body of {int(length)} bytes exceeds {limits.max_body_bytes}"
+            )
+
+    def _forwarded_head(self, head: RequestHead) -> RequestHead:
+        """The request head as the upstream gets it: hop-by-hop fields out, proxy fields in."""
+        ctx = self.ctx
+        headers: Headers = []
+        original_host = b""
+        for name, value in end_to_end(head.headers):
+            lower = name.lower()
+            if lower == b"host":
+                original_host = value
+                continue
+            if lower == b"expect":
+                continue  # the gateway answers 100-continue itself
+            headers.append((name, value))
+        ip = self.client_ip.encode()
+        headers.insert(0, (b"Host", ctx.upstream_authority))
+        headers.append((b"X-Forwarded-For", _appended(head.headers, b"x-forwarded-for", ip)))
+        if original_host:
+            headers.append((b"X-Forwarded-Host", original_host))
+        headers.append((b"X-Forwarded-Proto", b"http"))
+        node = b'"[%s]"' % ip if b":" in ip else ip
+        forwarded = b"for=%s;proto=http" % node
+        if original_host:
+            forwarded += b';host="%s"' % original_host.replace(b'"', b"")
+        headers.append((b"Forwarded", _appended(head.headers, b"forwarded", forwarded)))
+        if _first(head.headers, b"transfer-encoding") is not None:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        return RequestHead(method=head.method, target=ctx.upstream_prefix + head.target, headers=headers)
+
+    async def _forward_request(self, ex: _Exchange, head: RequestHead) -> UpstreamConnection:
+        ctx = self.ctx
+        forwarded = self._forwarded_head(head)
+        self._emit(Direction.TO_UPSTREAM, forwarded, ex.id)
+        if self.http.peer_waiting_for_100_continue:
+            self.writer.write(self.http.send(ResponseHead(status=100, headers=[], reason=b"Continue")))
+        if ctx.recorder.durability == "strict":
+            # RFC-free rule of ours: in strict mode nothing reaches the upstream before it is on disk.
+            body = await self._read_body(ex, None)
+            await ctx.recorder.durable()
+            upstream = await self._connect(ex)
+            try:
+                upstream.send(forwarded)
+                for event in body:
+                    upstream.send(event)
+                await upstream.drain()
+            except (OSError, RuntimeError) as exc:
+                upstream.abort()
+                raise _Refusal(502, "upstream_refused", f"upstream closed while sending: {exc}") from exc
+            return upstream
+        upstream = await self._connect(ex)
+        try:
+            upstream.send(forwarded)
+            await self._read_body(ex, upstream)
+        except BaseException:
+            upstream.abort()
+            raise
+        return upstream
+
+    async def _connect(self, ex: _Exchange) -> UpstreamConnection:
+        try:
+            return await self.ctx.pool.acquire()
+        except UpstreamUnavailable as exc:
+            raise _Refusal(502, "upstream_refused", str(exc)) from exc
+        except TimeoutError as exc:
+            raise _Refusal(
+                504,
+                "upstream_timeout",
+                f"no connection to the upstream within {self.ctx.limits.upstream_connect_timeout_s} s",
+            ) from exc
+
+    async def _read_body(self, ex: _Exchange, upstream: UpstreamConnection | None) -> list[Event]:
+        """Read the request body, record it, and forward each piece at once (or return it, held)."""
+        held: list[Event] = []
+        limit = self.ctx.limits.max_body_bytes
+        while True:
+            try:
+                event = await self._next_client_event(self.ctx.limits.idle_timeout_s)
+            except TimeoutError:
+                raise _Refusal(408, "request_timeout", "the request body stopped arriving") from None
+            match event:
+                case BodyChunk():
+                    ex.request_bytes += len(event.data)
+                    if ex.request_bytes > limit:
+                        raise _Refusal(413, "body_too_large", f"request body exceeds {limit} bytes")
+                    self._emit(Direction.FROM_CLIENT, event, ex.id)
+                case MessageEnd():
+                    self._emit(Direction.FROM_CLIENT, event, ex.id)
+                case ParseFailed():
+                    raise _Refusal(event.status_hint, "bad_request", event.error)
+                case _:
+                    self._record_error(ex, "client_aborted", 0, "the client closed before the request ended")
+                    self._end(ex, "client_aborted")
+                    raise ExchangeAborted
+            if upstream is None:
+                held.append(event)
+            else:
+                try:
+                    upstream.send(event)
+                    await upstream.drain()
+                except (OSError, RuntimeError) as exc:
+                    raise _Refusal(502, "upstream_refused", f"upstream closed while sending: {exc}") from exc
+            await self._keep_pace()
+            if isinstance(event, MessageEnd):
+                return held
+
+    async def _relay_response(self, ex: _Exchange, upstream: UpstreamConnection) -> None:
+        timeout_s = self.ctx.limits.upstream_read_timeout_s
+        while True:
+            try:
+                events = await upstream.receive(timeout_s)
+            except TimeoutError:
+                self._upstream_failed(
+                    ex, 504, "upstream_timeout", f"the upstream sent nothing for {timeout_s} s"
+                )
+            except OSError as exc:
+                self._upstream_failed(ex, 502, "upstream_aborted", f"upstream connection failed: {exc}")
+            for event in events:
+                match event:
+                    case ResponseHead() if event.status < 200:
+                        self._emit(Direction.FROM_UPSTREAM, event, ex.id)
+                        if event.status != 100:  # 100 was ours to send; others (103) pass through
+                            self._write(self.http.send(event))
+                    case ResponseHead():
+                        self._emit(Direction.FROM_UPSTREAM, event, ex.id)
+                        ex.status = event.status
+                        out = ResponseHead(
+                            status=event.status,
+                            reason=event.reason,
+                            headers=[
+                                *end_to_end(event.headers),
+                                (b"X-Wardgate-Session", ex.session_id.encode()),
+                                (b"X-Wardgate-Exchange", ex.id.encode()),
+                            ],
+                        )
+                        self._emit(Direction.TO_CLIENT, out, ex.id)
+                        self._write(self.http.send(out))
+                        ex.response_started = True
+                    case BodyChunk():
+                        self._emit(Direction.FROM_UPSTREAM, event, ex.id)
+                        ex.response_bytes += len(event.data)
+                        self._write(self.http.send(event))
+                    case MessageEnd():
+                        self._emit(Direction.FROM_UPSTREAM, event, ex.id)
+                        self._write(self.http.send(event))
+                        await self._drain(ex)
+                        return
+                    case ParseFailed():
+                        self._upstream_failed(ex, 502, "upstream_protocol_error", event.error)
+                    case _:
+                        self._upstream_failed(
+                            ex, 502, "upstream_aborted", "the upstream closed the connection mid-response"
+                        )
+            await self._drain(ex)
+            await self._keep_pace()
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self.writer.write(data)
+
+    async def _drain(self, ex: _Exchange) -> None:
+        """Back-pressure: a slow client pauses our reads from the upstream."""
+        if self.writer.transport.get_write_buffer_size() <= WRITE_HIGH_WATER:
+            if self.writer.is_closing():
+                self._client_gone(ex, "the client closed the connection")
+            return
+        try:
+            async with asyncio.timeout(self.ctx.limits.client_write_timeout_s):
+                await self.writer.drain()
+        except TimeoutError:
+            self._client_gone(ex, "the client stopped reading (write timeout)")
+        except ConnectionError as exc:
+            self._client_gone(ex, f"the client went away: {exc}")
+
+    def _client_gone(self, ex: _Exchange, message: str) -> NoReturn:
+        self._record_error(ex, "client_aborted", 0, message)
+        self._end(ex, "client_aborted")
+        self.writer.transport.abort()
+        raise ExchangeAborted
+
+    def _upstream_failed(self, ex: _Exchange, status: int, kind: str, message: str) -> NoReturn:
+        """Answer with ``status`` if no response started; else cut the client so it sees a truncation."""
+        if not ex.response_started:
+            raise _Refusal(status, kind, message)
+        self._record_error(ex, kind, 0, message)
+        self._end(ex, "upstream_aborted")
+        # Cut without a final chunk: the client must not mistake a truncated stream for a whole one.
+        self.writer.transport.abort()
+        raise ExchangeAborted
+
+    # --- answers the gateway makes itself ---------------------------------------------------------
+
+    def _record_error(self, ex: _Exchange, kind: str, status: int, message: str) -> None:
+        errors = self.ctx.stats.errors
+        errors[kind] = errors.get(kind, 0) + 1
+        self._emit(
+            Direction.TO_CLIENT,
+            GatewayError(kind=kind, status=status, message=message, client_addr=self.client_addr),
+            ex.id,
+        )
+
+    def _end(self, ex: _Exchange, outcome: str) -> None:
+        self._emit(
+            Direction.TO_CLIENT,
+            ExchangeEnded(
+                outcome=outcome,
+                status=ex.status,
+                request_bytes=ex.request_bytes,
+                response_bytes=ex.response_bytes,
+            ),
+            ex.id,
+        )
+
+    async def _refuse(self, ex: _Exchange, status: int, kind: str, message: str) -> None:
+        """Answer an error in OpenAI's error shape, record it, and close the connection."""
+        if kind != "recording_unavailable":
+            self._record_error(ex, kind, status, message)
+        ex.status = status
+        body = msgspec.json.encode({"error": {"message": message, "type": "wardgate_error", "code": kind}})
+        head = ResponseHead(
+            status=status,
+            reason=HTTPStatus(status).phrase.encode(),
+            headers=[
+                (b"Content-Type", b"application/json"),
+                (b"Content-Length", str(len(body)).encode()),
+                (b"Connection", b"close"),
+                (b"X-Wardgate-Session", ex.session_id.encode()),
+                (b"X-Wardgate-Exchange", ex.id.encode()),
+            ],
+        )
+        if kind != "recording_unavailable":
+            self._emit(Direction.TO_CLIENT, head, ex.id)
+            self._emit(Direction.TO_CLIENT, BodyChunk(data=body), ex.id)
+            self._emit(Direction.TO_CLIENT, MessageEnd(), ex.id)
+            ex.response_bytes = len(body)
+            self._end(ex, "error")
+        self.writer.write(render_response(status, head.reason, head.headers, body))
+        try:
+            async with asyncio.timeout(self.ctx.limits.client_write_timeout_s):
+                await self.writer.drain()
+        except (TimeoutError, ConnectionError):
+            self.writer.transport.abort()
+
+    def _bare_exchange(self) -> _Exchange:
+        """An exchange for traffic that never became a request (garbage bytes, overload)."""
+        ref = self.ctx.sessions.resolve(None, self.identity, self.client_ip, time.time_ns())
+        ex = _Exchange(ref.session_id)
+        self._emit(
+            Direction.FROM_CLIENT,
+            ExchangeStarted(
+                exchange_id=ex.id,
+                session_id=ex.session_id,
+                identity=self.identity,
+                client_addr=self.client_addr,
+                listener=self.ctx.listener,
+                protocol="http/1.1",
+            ),
+            ex.id,
+        )
+        return ex
+
+    async def _refuse_unparsed(self, failure: ParseFailed) -> None:
+        """Bytes that are not a request: record them as an exchange of their own, answer, close."""
+        ex = self._bare_exchange()
+        self._emit(Direction.FROM_CLIENT, failure, ex.id)
+        status = failure.status_hint if failure.status_hint in (400, 408, 413, 414, 431, 501) else 400
+        kind = "header_too_large" if status == 431 else "bad_request"
+        await self._refuse(ex, status, kind, failure.error)
+
+    async def refuse_overloaded(self) -> None:
+        """Over the connection limit: answer 503 at once instead of queueing without bound."""
+        ex = self._bare_exchange()
+        limit = self.ctx.limits.max_connections
+        await self._refuse(ex, 503, "overloaded", f"the gateway is at its connection limit ({limit})")
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+def _first(headers: Headers, lower_name: bytes) -> bytes | None:
+    for name, value in headers:
+        if name.lower() == lower_name:
+            return value
+    return None
+
+
+def _appended(headers: Headers, lower_name: bytes, value: bytes) -> bytes:
+    existing = [v for n, v in headers if n.lower() == lower_name]
+    return b", ".join([*existing, value])
+
+
+__all__ = ["EXCHANGE_HEADER", "ClientConnection", "ExchangeAborted", "ProxyContext", "ProxyStats"]

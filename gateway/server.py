@@ -1,0 +1,197 @@
+"""The running gateway: owns the data dir, the recorder, the index follower and the listeners.
+
+Startup order matters: take the data-dir lock, recover the log tail, open the index, then listen.
+Shutdown runs in reverse and leaves the log synced and indexed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from storage.index import SqliteIndex
+
+from gateway.config import Config, parse_upstream, split_host_port
+from gateway.proxy import ClientConnection, ProxyContext
+from gateway.recorder import Recorder
+from gateway.sessions import SessionTracker
+from gateway.upstream import UpstreamPool
+from storage.lock import DataDirLock
+from storage.redact import load_or_create_key
+from storage.segments import SegmentLog
+
+logger = logging.getLogger("wardgate")
+
+INDEX_BATCH_FRAMES = 2_000  # frames indexed per step: bounds how long one step holds the loop
+INDEX_POLL_S = 0.5
+
+
+def index_path(data_dir: Path) -> Path:
+    return data_dir / "index.sqlite3"
+
+
+def key_path(data_dir: Path) -> Path:
+    return data_dir / "keys" / "fingerprint.key"
+
+
+class Gateway:
+    """One gateway process: ``await run()`` serves until ``stop()``."""
+
+    def __init__(self, config: Config, *, on_ready: Callable[[Gateway], None] = lambda gw: None) -> None:
+        self.config = config
+        self._on_ready = on_ready
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._index_wake = asyncio.Event()
+        self._connections: set[asyncio.Task[None]] = set()
+        self.addresses: list[tuple[str, int]] = []
+        self.contexts: list[ProxyContext] = []
+        self.recorder: Recorder | None = None
+        self.index: SqliteIndex | None = None
+
+    @property
+    def port(self) -> int:
+        """The first listener's port (handy when it was bound to port 0)."""
+        return self.addresses[0][1]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        cfg = self.config
+        data_dir = cfg.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with DataDirLock(data_dir):
+            key = load_or_create_key(key_path(data_dir))
+            log = SegmentLog.open(data_dir, max_segment_bytes=cfg.storage.max_segment_bytes)
+            if log.recovered_bytes:
+                logger.warning("recovered the log: cut %d bytes of a torn tail", log.recovered_bytes)
+            try:
+                index = await SqliteIndex.open(index_path(data_dir))
+                try:
+                    await self._serve(log, index, key)
+                finally:
+                    await index.close()
+            finally:
+                log.close()
+
+    async def _serve(self, log: SegmentLog, index: SqliteIndex, key: bytes) -> None:
+        cfg = self.config
+        recorder = Recorder(
+            log,
+            durability=cfg.storage.durability,
+            group_commit_s=cfg.storage.group_commit_ms / 1000,
+            max_pending=cfg.storage.max_pending_frames,
+            redact_key=key,
+            on_flush=self._index_wake.set,
+        )
+        self.recorder, self.index = recorder, index
+        sessions = SessionTracker(
+            idle_timeout_s=cfg.sessions.idle_timeout_s, max_tracked=cfg.sessions.max_tracked
+        )
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(recorder.run(), name="recorder")
+            tasks.create_task(self._follow_index(index), name="indexer")
+            servers: list[asyncio.Server] = []
+            for i, listener in enumerate(cfg.listeners):
+                host, port = split_host_port(listener.listen, field=f"listeners[{i}].listen")
+                up_host, up_port, prefix = parse_upstream(listener.upstream, field=f"listeners[{i}].upstream")
+                ctx = ProxyContext(
+                    listener=listener.name,
+                    limits=cfg.limits,
+                    recorder=recorder,
+                    sessions=sessions,
+                    pool=UpstreamPool(
+                        up_host,
+                        up_port,
+                        connect_timeout_s=cfg.limits.upstream_connect_timeout_s,
+                        max_idle=cfg.limits.upstream_pool_size,
+                        max_head_bytes=cfg.limits.max_head_bytes,
+                    ),
+                    upstream_authority=(up_host if up_port == 80 else f"{up_host}:{up_port}").encode(),
+                    upstream_prefix=prefix.encode(),
+                )
+                self.contexts.append(ctx)
+                server = await asyncio.start_server(
+                    lambda r, w, ctx=ctx: self._handle(ctx, r, w), host, port, limit=64 * 1024
+                )
+                servers.append(server)
+                sock = server.sockets[0].getsockname()
+                self.addresses.append((str(sock[0]), int(sock[1])))
+            self.ready.set()
+            self._on_ready(self)
+            await self._stop.wait()
+            for server in servers:
+                server.close()
+            await self._close_connections()
+            for ctx in self.contexts:
+                ctx.pool.close()
+            recorder.close()
+            self._index_wake.set()
+        # The recorder has drained; one last pass leaves the index current.
+        await index.catch_up(self.config.data_dir, max_frames=1 << 30)
+
+    async def _follow_index(self, index: SqliteIndex) -> None:
+        """Keep the derived index close behind the log. Never on a connection's path."""
+        data_dir = self.config.data_dir
+        while not self._stop.is_set():
+            try:
+                async with asyncio.timeout(INDEX_POLL_S):
+                    await self._index_wake.wait()
+            except TimeoutError:
+                pass
+            self._index_wake.clear()
+            while True:  # each step awaits the database, so other work runs in between
+                if await index.catch_up(data_dir, max_frames=INDEX_BATCH_FRAMES) < INDEX_BATCH_FRAMES:
+                    break
+
+    async def _handle(
+        self, ctx: ProxyContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        ctx.stats.connections += 1
+        conn = ClientConnection(ctx, reader, writer)
+        try:
+            if len(self._connections) > self.config.limits.max_connections:
+                await conn.refuse_overloaded()
+            else:
+                await conn.run()
+        except Exception:
+            logger.exception("connection %s from %s failed", conn.conn_id, conn.client_addr)
+        finally:
+            self._connections.discard(task)
+            writer.transport.abort() if writer.transport.is_closing() else writer.close()
+
+    async def _close_connections(self) -> None:
+        if not self._connections:
+            return
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.wait(list(self._connections), timeout=5)
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Gateway]:
+    """Run a gateway in this event loop for the duration of the block (tests, bench, demo)."""
+    gateway = Gateway(config)
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(gateway.run(), name="gateway")
+        ready = asyncio.ensure_future(gateway.ready.wait())
+        done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED, timeout=30)
+        if ready not in done:
+            ready.cancel()
+            if task.done():
+                task.result()  # raises the startup error
+            raise TimeoutError("gateway did not start within 30 s")
+        try:
+            yield gateway
+        finally:
+            gateway.stop()
+
+
+__all__ = ["Gateway", "index_path", "key_path", "running"]

@@ -9,9 +9,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from parsers.errors import ParseError
-from parsers.events import SseComment, SseMessage
+from parsers.events import Direction, SseComment, SseMessage
 from parsers.sse import SseEvent, SseParser
-from tests.parsers.playbook import Playbook, eof
+from tests.parsers.playbook import Playbook, client, eof, upstream
 
 CAPTURES = pathlib.Path(__file__).parents[1] / "fixtures" / "openai-captures"
 
@@ -305,7 +305,7 @@ def test_rechunking_a_fixture_gives_the_same_events(name: str, cuts: list[int]) 
 
 _message = st.tuples(
     st.lists(_values, min_size=1, max_size=3),
-    _values.filter(lambda v: not v.startswith(b" ")),
+    _values,
     st.one_of(st.none(), _values.filter(lambda v: b"\0" not in v)),
     _eols,
 )
@@ -318,8 +318,8 @@ def test_serialized_messages_parse_back(
     stream = b""
     expected = []
     for data_lines, event, id_, eol in messages:
-        fields = [b"event:" + event] + [b"data:" + line for line in data_lines]
-        fields += [] if id_ is None else [b"id:" + id_]
+        fields = [b"event: " + event] + [b"data: " + line for line in data_lines]
+        fields += [] if id_ is None else [b"id: " + id_]
         stream += eol.join(fields) + eol + eol
         expected.append(SseMessage(data=b"\n".join(data_lines), event=event, id=id_))
     assert parse(stream) == expected
@@ -339,3 +339,33 @@ def test_random_bytes_give_events_or_parse_error(pieces: list[bytes]) -> None:
         error = str(exc)
     assert error == "" or error.startswith("sse: ")
     assert parser.feed_eof() == []
+
+
+# --- the Playbook helper itself ----------------------------------------------------------------------
+
+
+def test_playbook_reports_where_transcripts_diverge() -> None:
+    playbook = Playbook(SseParser()) >> b"data: a\n" >> b"\n" << SseMessage(data=b"b")
+    with pytest.raises(
+        AssertionError, match=r"!! expected: << SseMessage\(.*data=b'b'.*\n   actual:   << SseMessage"
+    ):
+        bool(playbook)
+
+
+def test_playbook_drives_direction_aware_parsers() -> None:
+    class Echo:
+        def feed(self, direction: Direction, data: bytes, /) -> list[object]:
+            return [(direction, data)]
+
+        def feed_eof(self, direction: Direction, /) -> list[object]:
+            return [(direction, "eof")]
+
+    assert (
+        Playbook(Echo())
+        >> client(b"GET")
+        << (Direction.FROM_CLIENT, b"GET")
+        >> upstream(b"200")
+        << (Direction.FROM_UPSTREAM, b"200")
+        >> eof(Direction.FROM_UPSTREAM)
+        << (Direction.FROM_UPSTREAM, "eof")
+    )

@@ -68,8 +68,8 @@ SELECT
     MAX(started_ns + duration_ns),
     COUNT(*),
     SUM(outcome != 'complete' OR status >= 400 OR error != ''),
-    (SELECT group_concat(model, ',') FROM
-        (SELECT DISTINCT model FROM exchanges WHERE session_id = :id AND model != '' ORDER BY model))
+    COALESCE((SELECT group_concat(model, ',') FROM
+        (SELECT DISTINCT model FROM exchanges WHERE session_id = :id AND model != '' ORDER BY model)), '')
 FROM exchanges WHERE session_id = :id GROUP BY session_id
 ON CONFLICT(id) DO UPDATE SET
     subject = excluded.subject, email = excluded.email, client_addr = excluded.client_addr,

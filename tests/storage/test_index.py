@@ -235,3 +235,13 @@ async def test_other_schema_version_is_rebuilt_from_the_log(tmp_path: Path) -> N
         assert await index.exchanges(ExchangeQuery()) == []
         await index.catch_up(tmp_path)
         assert len(await index.exchanges(ExchangeQuery())) == 4
+
+
+async def test_session_without_any_model(tmp_path: Path) -> None:
+    book = Logbook(tmp_path)
+    book.gateway_error("c_1", "x_1", "s_down", identity=ALICE)
+    book.close()
+    async with await SqliteIndex.open(index_path(tmp_path)) as index:
+        await index.catch_up(tmp_path)
+        [session] = await index.sessions(SessionQuery())
+        assert (session.id, session.models, session.errors) == ("s_down", [], 1)

@@ -34,7 +34,7 @@ from storage.query import (
 )
 from storage.reader import SegmentCursor
 
-INDEX_NAME = "index.sqlite"
+INDEX_NAME = "index.sqlite3"
 _READ_SLICE = 2048  # frames read and assembled between two yields to the event loop
 _REBUILD_FRAMES = 200_000
 _SELECT_SESSION = (
@@ -284,6 +284,9 @@ class SqliteIndex:
         """All exchanges of a session, oldest first (conversation order)."""
         sql = _schema.SELECT_EXCHANGE + " WHERE x.session_id = ? ORDER BY x.started_ns, x.id"
         return [_record(row) for row in await self._db.execute_fetchall(sql, (session_id,))]
+
+    async def count_exchanges(self) -> int:
+        return await _scalar(self._db, "SELECT count(*) FROM exchanges")
 
     async def match_ids(self, fragment: str, *, limit: int = 5) -> list[tuple[IdKind, str]]:
         """Exchange and session ids that start or end with ``fragment`` (for short ids typed by people)."""

@@ -82,6 +82,14 @@ class SegmentCursor:
         return position
 
 
+def recent_start(data_dir: Path, *, segments: int = 2) -> Position | None:
+    """Where the ``segments`` newest segments begin (None: the log is that short, read it all)."""
+    numbers = list_segments(data_dir)
+    if len(numbers) <= segments:
+        return None
+    return Position(numbers[-segments], HEADER_BYTES)
+
+
 def iter_frames(data_dir: Path, start: Position | None = None) -> Iterator[StoredFrame]:
     """Every complete frame from ``start`` (default: the first segment) to the current end of the log.
 
@@ -100,4 +108,4 @@ def _decode(segment: int, offset: int, payload: bytes) -> Frame:
         raise CorruptLog(segment, offset, f"record does not decode as a frame: {exc}") from exc
 
 
-__all__ = ["SegmentCursor", "StoredFrame", "iter_frames"]
+__all__ = ["SegmentCursor", "StoredFrame", "iter_frames", "recent_start"]

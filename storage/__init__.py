@@ -10,7 +10,7 @@ from storage.errors import CorruptLog, DataDirBusy, StorageError
 from storage.index import INDEX_NAME, SqliteIndex, index_path
 from storage.lock import DataDirLock
 from storage.query import ExchangeQuery, IndexBackend, SessionQuery, SessionRow
-from storage.reader import SegmentCursor, StoredFrame, iter_frames
+from storage.reader import SegmentCursor, StoredFrame, iter_frames, recent_start
 from storage.redact import load_or_create_key, redact_headers
 from storage.segments import Position, SegmentLog
 from storage.verify import VerifyProblem, VerifyReport, verify
@@ -41,6 +41,7 @@ __all__ = [
     "index_path",
     "iter_frames",
     "load_or_create_key",
+    "recent_start",
     "redact_headers",
     "verify",
 ]

@@ -56,7 +56,7 @@ class ExchangeRecord(msgspec.Struct, kw_only=True):
     outcome: str = ""  # complete | error | client_aborted | upstream_aborted | incomplete | open
     error: str = ""
     started_ns: int = 0
-    ttfb_ns: int | None = None  # first response-side frame, relative to the start
+    ttfb_ns: int | None = None  # first response head or body frame, relative to the start
     duration_ns: int = 0
     request_bytes: int = 0
     response_bytes: int = 0
@@ -109,9 +109,13 @@ class _Open:
         self.end = stored.position
         self.last_ns = max(self.last_ns, frame.ts_ns)
         direction = frame.direction
-        if direction in _RESPONSE_SIDE and self.first_response_ns is None:
-            self.first_response_ns = frame.ts_ns
         event = frame.event
+        if (
+            self.first_response_ns is None
+            and direction in _RESPONSE_SIDE
+            and isinstance(event, ResponseHead | BodyChunk)
+        ):
+            self.first_response_ns = frame.ts_ns  # first response byte; gateway records do not count
         match event:
             case RequestHead():
                 # What the client asked for, not the rewritten head the upstream got.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parsers.events import BodyChunk, Direction
+from parsers.events import BodyChunk, Direction, ExchangeEnded, GatewayError
 from parsers.openai import ToolCall
 from storage.assemble import INCOMPLETE, OPEN, ExchangeAssembler, ExchangeRecord
 from storage.reader import iter_frames
@@ -119,3 +119,15 @@ def test_frames_of_unknown_exchanges_are_counted_not_fatal(tmp_path: Path) -> No
     assert records == []
     assert assembler.orphan_frames > 0
     assert assembler.open_since() is None
+
+
+def test_client_abort_before_any_response_has_no_first_byte(tmp_path: Path) -> None:
+    book = Logbook(tmp_path)
+    book.start("c_1", "x_1", "s_1")
+    book.emit(
+        "c_1", Direction.TO_CLIENT, GatewayError(kind="client_aborted", status=0, message="gone"), "x_1"
+    )
+    book.emit("c_1", Direction.TO_CLIENT, ExchangeEnded(outcome="client_aborted"), "x_1")
+    book.close()
+    [record] = assemble(tmp_path)
+    assert (record.outcome, record.ttfb_ns, record.error) == ("client_aborted", None, "client_aborted: gone")

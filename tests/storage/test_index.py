@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from storage.assemble import ExchangeRecord
 from storage.errors import StorageError
 from storage.index import SqliteIndex, index_path
-from storage.query import ExchangeQuery, SessionQuery, fts_phrases
+from storage.query import ExchangeQuery, IndexBackend, SessionQuery, fts_phrases
 from tests.storage.logbook import ALICE, BOB, MS, T0, Logbook
 
 STREAM = "chat-stream-toolcall-usage-openai-crewai"
@@ -38,7 +38,8 @@ def rows(records: list[ExchangeRecord]) -> list[str]:
 async def test_catch_up_indexes_exchanges_and_sessions(tmp_path: Path) -> None:
     book = write_log(tmp_path)
     async with await SqliteIndex.open(index_path(tmp_path)) as index:
-        assert await index.catch_up(tmp_path) == len(book.frames)
+        backend: IndexBackend = index  # the SQLite index implements the backend interface
+        assert await backend.catch_up(tmp_path) == len(book.frames)
         assert await index.catch_up(tmp_path) == 0
         assert rows(await index.exchanges(ExchangeQuery())) == ["x_4", "x_3", "x_2", "x_1"]
         stream = await index.exchange("x_1")

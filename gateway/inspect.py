@@ -267,19 +267,8 @@ def tail(args: argparse.Namespace, out: TextIO, sleep: Sleep) -> int:
     data_dir: Path = args.data_dir
     if (missing := _missing(data_dir)) is not None:
         return missing
-    segments = 2
-    while True:
-        start = recent_start(data_dir, segments=segments)
-        cursor = SegmentCursor(data_dir, start)
-        assembler = ExchangeAssembler()
-        recent = [r for stored in _drain(cursor) for r in assembler.feed(stored) if _tail_match(r, args)]
-        if len(recent) >= args.lines or start is None:
-            break
-        segments *= 2
-    for record in recent[-args.lines :] if args.lines > 0 else []:
-        _emit(out, record, as_json=args.json)
-    out.flush()
     try:
+        cursor, assembler = _print_recent(args, out)
         while args.follow:
             batch = cursor.read_new()
             if not batch:
@@ -295,6 +284,22 @@ def tail(args: argparse.Namespace, out: TextIO, sleep: Sleep) -> int:
     except StorageError as exc:
         return _fail(exc)
     return 0
+
+
+def _print_recent(args: argparse.Namespace, out: TextIO) -> tuple[SegmentCursor, ExchangeAssembler]:
+    segments = 2
+    while True:
+        start = recent_start(args.data_dir, segments=segments)
+        cursor = SegmentCursor(args.data_dir, start)
+        assembler = ExchangeAssembler()
+        recent = [r for stored in _drain(cursor) for r in assembler.feed(stored) if _tail_match(r, args)]
+        if len(recent) >= args.lines or start is None:
+            break
+        segments *= 2
+    for record in recent[-args.lines :] if args.lines > 0 else []:
+        _emit(out, record, as_json=args.json)
+    out.flush()
+    return cursor, assembler
 
 
 def _drain(cursor: SegmentCursor) -> list[StoredFrame]:

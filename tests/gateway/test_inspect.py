@@ -388,3 +388,19 @@ def test_sanitize_text(raw: str, shown: str) -> None:
 def test_sanitize_text_can_keep_newlines() -> None:
     assert sanitize_text("a\nb\t\x1b", keep_newlines=True) == "a\nb\t\\x1b"
     assert sanitize_text("a\nb") == "a\\x0ab"  # the one-line table of escapes is separate
+
+
+def test_reading_commands_stop_at_a_half_written_record(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    newest = sorted((data_dir / "segments").glob("*.wgseg"))[-1]
+    with newest.open("ab") as f:  # the gateway is in the middle of writing a record
+        f.write(b"\x40\x00\x00\x00\x12\x34")
+    code, out, _ = run(capsys, "tail", "--data-dir", str(data_dir))
+    assert code == 0
+    assert len(out.splitlines()) == 5
+    code, out, _ = run(capsys, "verify", "--data-dir", str(data_dir))
+    assert code == 0
+    assert "torn tail" in out
+    code, out, _ = run(capsys, "replay", X_EVIL, "--speed", "0", "--data-dir", str(data_dir))
+    assert code == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Record fields stored as plain columns, in ExchangeRecord order (identity and tool_calls go as JSON).
 EXCHANGE_COLUMNS = (
@@ -160,6 +160,7 @@ CREATE TABLE IF NOT EXISTS index_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     resume_segment INTEGER,  -- NULL: read the log from its first segment
     resume_offset INTEGER,
+    resume_chain BLOB,  -- the log's chain hash at the resume position: detects a log that lost its tail
     frames INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO index_state (id, resume_segment, resume_offset, frames) VALUES (1, NULL, NULL, 0);

@@ -9,6 +9,7 @@ yield to the loop); every SQL statement takes bound parameters only.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +33,9 @@ from storage.query import (
     glob_escape,
     is_glob,
 )
-from storage.reader import SegmentCursor
+from storage.reader import SegmentCursor, chain_before
+
+logger = logging.getLogger("wardgate.index")
 
 INDEX_NAME = "index.sqlite3"
 _READ_SLICE = 2048  # frames read and assembled between two yields to the event loop
@@ -122,7 +125,7 @@ class SqliteIndex:
         self._require_writable()
         async with self._busy:
             if self._cursor is None or self._data_dir != data_dir:
-                self._cursor = SegmentCursor(data_dir, await self._stored_resume())
+                self._cursor = SegmentCursor(data_dir, await self._resume_from(data_dir))
                 self._assembler = ExchangeAssembler()
                 self._data_dir = data_dir
             cursor, assembler = self._cursor, self._assembler
@@ -139,8 +142,9 @@ class SqliteIndex:
                     frames += len(batch)
                     await asyncio.sleep(0)
                 if frames:
-                    positions = [p for p in (assembler.open_since(), cursor.position) if p is not None]
-                    await self._apply(list(records.values()), min(positions), frames)
+                    resume = min(p for p in (assembler.open_since(), cursor.position) if p is not None)
+                    chain = chain_before(data_dir, resume)
+                    await self._apply(list(records.values()), resume, chain, frames)
             except BaseException:
                 self._cursor = None  # start over from what was committed
                 raise
@@ -161,7 +165,9 @@ class SqliteIndex:
             total += frames
         return total
 
-    async def _apply(self, records: list[ExchangeRecord], resume: Position, frames: int) -> None:
+    async def _apply(
+        self, records: list[ExchangeRecord], resume: Position, chain: bytes | None, frames: int
+    ) -> None:
         db = self._db
         await db.execute("BEGIN IMMEDIATE")
         try:
@@ -169,23 +175,38 @@ class SqliteIndex:
             sessions = sorted({record.session_id for record in records})
             await db.executemany(_schema.REFRESH_SESSION, [{"id": session} for session in sessions])
             await db.execute(
-                "UPDATE index_state SET resume_segment = ?, resume_offset = ?, frames = frames + ?"
-                " WHERE id = 1",
-                (resume.segment, resume.offset, frames),
+                "UPDATE index_state SET resume_segment = ?, resume_offset = ?, resume_chain = ?,"
+                " frames = frames + ? WHERE id = 1",
+                (resume.segment, resume.offset, chain, frames),
             )
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
             raise
 
-    async def _stored_resume(self) -> Position | None:
-        async with self._db.execute(
-            "SELECT resume_segment, resume_offset FROM index_state WHERE id = 1"
-        ) as c:
+    async def _resume_from(self, data_dir: Path) -> Position | None:
+        """The stored resume position, if the log still holds what was indexed up to it.
+
+        A log can lose records the index already saw (written, not yet fsynced, then a power cut); then
+        the index starts over from the first segment (re-applying is idempotent, stale rows go).
+        """
+        sql = "SELECT resume_segment, resume_offset, resume_chain FROM index_state WHERE id = 1"
+        async with self._db.execute(sql) as c:
             row = await c.fetchone()
         if row is None or row[0] is None:
             return None
-        return Position(int(row[0]), int(row[1]))
+        resume = Position(int(row[0]), int(row[1]))
+        if row[2] is not None and chain_before(data_dir, resume) == bytes(row[2]):
+            return resume
+        logger.warning(
+            "index %s: the log no longer matches it at segment %d offset %d; rebuilding from the log",
+            self.path,
+            resume.segment,
+            resume.offset,
+        )
+        await self._db.executescript(_schema.DROP)
+        await self._db.executescript(_schema.CREATE)
+        return None
 
     def _require_writable(self) -> None:
         if self.readonly:

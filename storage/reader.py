@@ -12,9 +12,17 @@ from typing import NamedTuple
 
 import msgspec
 
-from storage._format import HEADER_BYTES, Position, SegmentScan, list_segments, segment_path
+from storage._format import (
+    CHAIN_BYTES,
+    HEADER_BYTES,
+    Position,
+    SegmentScan,
+    list_segments,
+    segment_path,
+    unpack_header,
+)
 from storage.codec import Frame, decode_frame
-from storage.errors import CorruptLog
+from storage.errors import CorruptLog, StorageError
 
 _BATCH_FRAMES = 4096
 
@@ -82,6 +90,21 @@ class SegmentCursor:
         return position
 
 
+def chain_before(data_dir: Path, position: Position) -> bytes | None:
+    """The chain hash in force at ``position`` (the previous record's, or the header's), or None when
+    the log no longer reaches there. Lets a reader check the log still holds what it saw before.
+    """
+    try:
+        with segment_path(data_dir, position.segment).open("rb") as f:
+            if position.offset <= HEADER_BYTES:
+                return unpack_header(f.read(HEADER_BYTES), position.segment).chain
+            f.seek(position.offset - CHAIN_BYTES)
+            chain = f.read(CHAIN_BYTES)
+    except (FileNotFoundError, StorageError):
+        return None
+    return chain if len(chain) == CHAIN_BYTES else None
+
+
 def recent_start(data_dir: Path, *, segments: int = 2) -> Position | None:
     """Where the ``segments`` newest segments begin (None: the log is that short, read it all)."""
     numbers = list_segments(data_dir)
@@ -108,4 +131,4 @@ def _decode(segment: int, offset: int, payload: bytes) -> Frame:
         raise CorruptLog(segment, offset, f"record does not decode as a frame: {exc}") from exc
 
 
-__all__ = ["SegmentCursor", "StoredFrame", "iter_frames", "recent_start"]
+__all__ = ["SegmentCursor", "StoredFrame", "chain_before", "iter_frames", "recent_start"]

@@ -246,3 +246,26 @@ async def test_session_without_any_model(tmp_path: Path) -> None:
         await index.catch_up(tmp_path)
         [session] = await index.sessions(SessionQuery())
         assert (session.id, session.models, session.errors) == ("s_down", [], 1)
+
+
+async def test_log_that_lost_indexed_records_is_reindexed(tmp_path: Path) -> None:
+    book = Logbook(tmp_path)
+    book.capture_exchange(PLAIN, "c_1", "x_1", "s_1", new_session=True)
+    cut = book.log.position
+    book.capture_exchange(STREAM, "c_1", "x_2", "s_1")
+    book.close()
+    path = index_path(tmp_path)
+    async with await SqliteIndex.open(path) as index:
+        await index.catch_up(tmp_path)
+        assert rows(await index.exchanges(ExchangeQuery())) == ["x_2", "x_1"]
+    # Power cut: x_2 was written and indexed but never reached the disk; the gateway then goes on.
+    segment = tmp_path / "segments" / f"{cut.segment:012d}.wgseg"
+    segment.write_bytes(segment.read_bytes()[: cut.offset])
+    book = Logbook(tmp_path)
+    book.capture_exchange(LONG, "c_2", "x_3", "s_1")
+    book.close()
+    async with await SqliteIndex.open(path) as index:
+        await index.catch_up(tmp_path)
+        assert rows(await index.exchanges(ExchangeQuery())) == ["x_3", "x_1"]
+        [session] = await index.sessions(SessionQuery())
+        assert session.exchanges == 2

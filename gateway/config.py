@@ -32,6 +32,7 @@ class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     client_write_timeout_s: float = 60.0  # longest a client may leave our writes unread
     max_connections: int = 1024
     upstream_pool_size: int = 64  # idle kept-alive upstream connections kept per upstream
+    shutdown_grace_s: float = 10.0  # on SIGTERM, exchanges in flight get this long to finish
 
 
 class StorageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

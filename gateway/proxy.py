@@ -66,6 +66,7 @@ class ProxyContext:
     upstream_authority: bytes  # the Host the upstream expects
     upstream_prefix: bytes  # path prefix of the upstream URL, prepended to every target
     stats: ProxyStats = field(default_factory=ProxyStats)
+    closing: bool = False  # shutting down: finish the exchange in flight, take no further request
 
 
 class ExchangeAborted(Exception):
@@ -100,6 +101,7 @@ class ClientConnection:
         self._events: deque[Event] = deque()
         self._seq = 0
         self._behind = False
+        self.busy = False  # inside an exchange: graceful shutdown lets it finish
 
     # --- recording -------------------------------------------------------------------------------
 
@@ -134,7 +136,10 @@ class ClientConnection:
                 return  # idle or silent client: nothing of a request arrived to answer
             match event:
                 case RequestHead():
-                    if not await self._serve(event):
+                    self.busy = True
+                    keep_alive = await self._serve(event)
+                    self.busy = False
+                    if not keep_alive or self.ctx.closing:
                         return
                     self._events.extend(self.http.next_cycle())
                     timeout = limits.idle_timeout_s
@@ -386,6 +391,10 @@ class ClientConnection:
                         self._write(self.http.send(event))
                         await self._drain(ex)
                         return
+                    case ParseFailed() if upstream.eof:
+                        self._upstream_failed(
+                            ex, 502, "upstream_aborted", f"the upstream closed mid-response: {event.error}"
+                        )
                     case ParseFailed():
                         self._upstream_failed(ex, 502, "upstream_protocol_error", event.error)
                     case _:

@@ -7,6 +7,7 @@ Shutdown runs in reverse and leaves the log synced and indexed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -46,7 +47,7 @@ class Gateway:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._index_wake = asyncio.Event()
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: set[ClientConnection] = set()
         self.addresses: list[tuple[str, int]] = []
         self.contexts: list[ProxyContext] = []
         self.recorder: Recorder | None = None
@@ -116,7 +117,7 @@ class Gateway:
                 )
                 self.contexts.append(ctx)
                 server = await asyncio.start_server(
-                    lambda r, w, ctx=ctx: self._handle(ctx, r, w), host, port, limit=64 * 1024
+                    functools.partial(self._handle, ctx), host, port, limit=64 * 1024
                 )
                 servers.append(server)
                 sock = server.sockets[0].getsockname()
@@ -148,31 +149,34 @@ class Gateway:
                 if await index.catch_up(data_dir, max_frames=INDEX_BATCH_FRAMES) < INDEX_BATCH_FRAMES:
                     break
 
-    async def _handle(
-        self, ctx: ProxyContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        ctx.stats.connections += 1
+    async def _handle(self, ctx: ProxyContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = ClientConnection(ctx, reader, writer)
+        self._connections.add(conn)
+        ctx.stats.connections += 1
         try:
             if len(self._connections) > self.config.limits.max_connections:
                 await conn.refuse_overloaded()
             else:
                 await conn.run()
-        except Exception:
+        except Exception:  # noqa: BLE001 - the one catch per connection: a bug must not take the listener down
             logger.exception("connection %s from %s failed", conn.conn_id, conn.client_addr)
         finally:
-            self._connections.discard(task)
-            writer.transport.abort() if writer.transport.is_closing() else writer.close()
+            self._connections.discard(conn)
+            writer.transport.abort()
 
     async def _close_connections(self) -> None:
-        if not self._connections:
-            return
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.wait(list(self._connections), timeout=5)
+        """Idle connections close now; exchanges in flight get ``shutdown_grace_s`` to finish."""
+        for ctx in self.contexts:
+            ctx.closing = True
+        deadline = asyncio.get_running_loop().time() + self.config.limits.shutdown_grace_s
+        while self._connections:
+            for conn in list(self._connections):
+                if not conn.busy:
+                    conn.writer.transport.abort()
+            if asyncio.get_running_loop().time() >= deadline:
+                for conn in list(self._connections):
+                    conn.writer.transport.abort()
+            await asyncio.sleep(0.02)
 
 
 @asynccontextmanager

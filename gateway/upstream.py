@@ -26,6 +26,7 @@ class UpstreamConnection:
         self.writer = writer
         self.http = Http1Connection(Role.CLIENT, max_head_bytes=max_head_bytes)
         self.idle_since = 0.0
+        self.eof = False  # the upstream closed its side
 
     def send(self, event: Event) -> None:
         data = self.http.send(event)
@@ -40,7 +41,10 @@ class UpstreamConnection:
         """Read and parse what the upstream sends next. Raises TimeoutError after ``timeout_s`` of silence."""
         async with asyncio.timeout(timeout_s):
             data = await self.reader.read(READ_SIZE)
-        return self.http.feed(data) if data else self.http.feed_eof()
+        if data:
+            return self.http.feed(data)
+        self.eof = True
+        return self.http.feed_eof()
 
     @property
     def usable(self) -> bool:

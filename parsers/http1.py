@@ -54,6 +54,7 @@ class Http1Connection:
     def __init__(self, role: Role, *, max_head_bytes: int = 64 * 1024) -> None:
         self.role = role
         self._h11 = h11.Connection(h11.SERVER if role is Role.SERVER else h11.CLIENT, max_head_bytes)
+        self._max_head_bytes = max_head_bytes
         self._failed = False
         self._bytes_in = 0  # for error locations
 
@@ -91,6 +92,15 @@ class Http1Connection:
             if ev is h11.NEED_DATA or ev is h11.PAUSED:
                 return out
             translated = self._translate(ev)
+            if (
+                isinstance(translated, RequestHead | ResponseHead)
+                and _head_size(translated) > self._max_head_bytes
+            ):
+                # h11 only limits an *incomplete* head: one read can complete a head past the limit.
+                translated = ParseFailed(
+                    error=f"http1: message head of {_head_size(translated)} bytes exceeds {self._max_head_bytes}",
+                    status_hint=431,
+                )
             if isinstance(translated, ParseFailed):
                 self._failed = True
                 out.append(translated)
@@ -193,6 +203,12 @@ class Http1Connection:
 def _raw_headers(headers: h11._headers.Headers) -> Headers:
     # h11 keeps the raw (original case) names beside the lowercased ones; a recorder wants the raw.
     return headers.raw_items()
+
+
+def _head_size(head: RequestHead | ResponseHead) -> int:
+    """The size of a head on the wire, give or take optional whitespace."""
+    first = len(head.method) + len(head.target) if isinstance(head, RequestHead) else len(head.reason) + 4
+    return first + 12 + sum(len(name) + len(value) + 4 for name, value in head.headers) + 2
 
 
 def _framing_problem(headers: Headers) -> str:

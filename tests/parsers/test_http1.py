@@ -152,6 +152,15 @@ def test_oversized_head_hints_431() -> None:
     assert events[0].status_hint == 431
 
 
+def test_head_completed_past_the_limit_in_one_read_hints_431() -> None:
+    # h11 checks only incomplete heads; a complete one arriving in a single read must be refused too.
+    conn = Http1Connection(Role.SERVER, max_head_bytes=1024)
+    events = conn.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
+    assert len(events) == 1
+    assert isinstance(events[0], ParseFailed)
+    assert events[0].status_hint == 431
+
+
 def test_upstream_eof_mid_body_fails() -> None:
     conn = upstream_conn()
     events = conn.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")

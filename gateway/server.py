@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from storage.index import SqliteIndex
-
 from gateway.config import Config, parse_upstream, split_host_port
 from gateway.proxy import ClientConnection, ProxyContext
 from gateway.recorder import Recorder
 from gateway.sessions import SessionTracker
 from gateway.upstream import UpstreamPool
+from storage.errors import StorageError
+from storage.index import SqliteIndex, index_path
 from storage.lock import DataDirLock
 from storage.redact import load_or_create_key
 from storage.segments import SegmentLog
@@ -28,10 +28,6 @@ logger = logging.getLogger("wardgate")
 
 INDEX_BATCH_FRAMES = 2_000  # frames indexed per step: bounds how long one step holds the loop
 INDEX_POLL_S = 0.5
-
-
-def index_path(data_dir: Path) -> Path:
-    return data_dir / "index.sqlite3"
 
 
 def key_path(data_dir: Path) -> Path:
@@ -52,6 +48,7 @@ class Gateway:
         self.contexts: list[ProxyContext] = []
         self.recorder: Recorder | None = None
         self.index: SqliteIndex | None = None
+        self.index_error = ""
 
     @property
     def port(self) -> int:
@@ -132,8 +129,9 @@ class Gateway:
                 ctx.pool.close()
             recorder.close()
             self._index_wake.set()
-        # The recorder has drained; one last pass leaves the index current.
-        await index.catch_up(self.config.data_dir, max_frames=1 << 30)
+        if not self.index_error:
+            # The recorder has drained; one last pass leaves the index current.
+            await index.catch_up(self.config.data_dir, max_frames=1 << 30)
 
     async def _follow_index(self, index: SqliteIndex) -> None:
         """Keep the derived index close behind the log. Never on a connection's path."""
@@ -145,11 +143,18 @@ class Gateway:
             except TimeoutError:
                 pass
             self._index_wake.clear()
-            while True:  # each step awaits the database, so other work runs in between
-                if await index.catch_up(data_dir, max_frames=INDEX_BATCH_FRAMES) < INDEX_BATCH_FRAMES:
-                    break
+            try:
+                while await index.catch_up(data_dir, max_frames=INDEX_BATCH_FRAMES) >= INDEX_BATCH_FRAMES:
+                    pass  # each step awaits the database, so connections run in between
+            except StorageError as exc:
+                # The log stays the record of truth and recording goes on; only search goes stale.
+                self.index_error = str(exc)
+                logger.error("indexing stopped, the index is behind the log: %s", exc)
+                return
 
-    async def _handle(self, ctx: ProxyContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(
+        self, ctx: ProxyContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         conn = ClientConnection(ctx, reader, writer)
         self._connections.add(conn)
         ctx.stats.connections += 1
@@ -158,7 +163,7 @@ class Gateway:
                 await conn.refuse_overloaded()
             else:
                 await conn.run()
-        except Exception:  # noqa: BLE001 - the one catch per connection: a bug must not take the listener down
+        except Exception:
             logger.exception("connection %s from %s failed", conn.conn_id, conn.client_addr)
         finally:
             self._connections.discard(conn)
@@ -198,4 +203,4 @@ async def running(config: Config) -> AsyncIterator[Gateway]:
             gateway.stop()
 
 
-__all__ = ["Gateway", "index_path", "key_path", "running"]
+__all__ = ["Gateway", "key_path", "running"]

@@ -92,15 +92,14 @@ class Http1Connection:
             if ev is h11.NEED_DATA or ev is h11.PAUSED:
                 return out
             translated = self._translate(ev)
-            if (
-                isinstance(translated, RequestHead | ResponseHead)
-                and _head_size(translated) > self._max_head_bytes
-            ):
+            if isinstance(translated, RequestHead | ResponseHead):
                 # h11 only limits an *incomplete* head: one read can complete a head past the limit.
-                translated = ParseFailed(
-                    error=f"http1: message head of {_head_size(translated)} bytes exceeds {self._max_head_bytes}",
-                    status_hint=431,
-                )
+                size = _head_size(translated)
+                if size > self._max_head_bytes:
+                    limit = self._max_head_bytes
+                    translated = ParseFailed(
+                        error=f"http1: message head of {size} bytes exceeds {limit}", status_hint=431
+                    )
             if isinstance(translated, ParseFailed):
                 self._failed = True
                 out.append(translated)

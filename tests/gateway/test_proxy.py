@@ -17,10 +17,9 @@ import openai
 import pytest
 
 from gateway.mock_llm import MockLlm, MockLlmConfig
-from gateway.server import index_path
 from parsers.events import Direction, ExchangeEnded, GatewayError, ParseFailed, RequestHead
 from storage.assemble import ExchangeRecord
-from storage.index import SqliteIndex
+from storage.index import SqliteIndex, index_path
 from storage.query import ExchangeQuery
 from storage.reader import iter_frames
 from tests.gateway.conftest import GatewayFactory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -187,12 +188,8 @@ def test_pipelined_request_is_released_by_next_cycle() -> None:
 
 def test_send_in_wrong_state_raises_parse_error() -> None:
     conn = Http1Connection(Role.SERVER)
-    try:
+    with pytest.raises(ParseError, match="cannot send"):
         conn.send(BodyChunk(data=b"x"))
-    except ParseError as exc:
-        assert "cannot send" in str(exc)
-    else:
-        raise AssertionError("expected ParseError")
 
 
 def test_end_to_end_drops_hop_by_hop_and_connection_listed_fields() -> None:

@@ -30,6 +30,7 @@ class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     upstream_connect_timeout_s: float = 10.0
     upstream_read_timeout_s: float = 300.0  # longest silence from the upstream, between chunks too
     client_write_timeout_s: float = 60.0  # longest a client may leave our writes unread
+    max_exchange_s: float = 3600.0  # longest response, streams included; then it is cut and recorded
     max_connections: int = 1024
     upstream_pool_size: int = 64  # idle kept-alive upstream connections kept per upstream
     shutdown_grace_s: float = 10.0  # on SIGTERM, exchanges in flight get this long to finish

@@ -128,12 +128,9 @@ class ClientConnection:
 
     async def run(self) -> None:
         limits = self.ctx.limits
-        timeout = limits.header_timeout_s
+        wait_s = limits.header_timeout_s  # a new connection must start its request promptly
         while True:
-            try:
-                event = await self._next_client_event(timeout)
-            except TimeoutError:
-                return  # idle or silent client: nothing of a request arrived to answer
+            event = await self._next_head(wait_s)
             match event:
                 case RequestHead():
                     self.busy = True
@@ -142,12 +139,40 @@ class ClientConnection:
                     if not keep_alive or self.ctx.closing:
                         return
                     self._events.extend(self.http.next_cycle())
-                    timeout = limits.idle_timeout_s
+                    wait_s = limits.idle_timeout_s
                 case ParseFailed():
                     await self._refuse_unparsed(event)
                     return
                 case _:
                     return
+
+    async def _next_head(self, wait_s: float) -> Event:
+        """The next event from the client when a request head is due.
+
+        The first byte may take ``wait_s`` (idle keep-alive); from then on the whole head must arrive
+        within ``header_timeout_s``, so a client trickling bytes (slowloris) cannot hold a slot.
+        """
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while not self._events:
+            timeout_s = wait_s if deadline is None else deadline - loop.time()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    data = await self.reader.read(READ_SIZE)
+            except TimeoutError:
+                if deadline is None:
+                    return ConnectionClosed()  # idle: nothing to answer
+                limit = self.ctx.limits.header_timeout_s
+                return ParseFailed(
+                    error=f"http1: request head not complete within {limit} s", status_hint=408
+                )
+            if deadline is None:
+                deadline = loop.time() + self.ctx.limits.header_timeout_s
+            events = self.http.feed(data) if data else self.http.feed_eof()
+            if not data and not events:
+                return ConnectionClosed()
+            self._events.extend(events)
+        return self._events.popleft()
 
     async def _next_client_event(self, timeout_s: float) -> Event:
         while not self._events:
@@ -351,14 +376,22 @@ class ClientConnection:
                 return held
 
     async def _relay_response(self, ex: _Exchange, upstream: UpstreamConnection) -> None:
-        timeout_s = self.ctx.limits.upstream_read_timeout_s
+        limits = self.ctx.limits
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.max_exchange_s
         while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                message = f"the exchange exceeded max_exchange_s ({limits.max_exchange_s} s)"
+                self._upstream_failed(ex, 504, "exchange_too_long", message)
+            timeout_s = min(limits.upstream_read_timeout_s, remaining)
             try:
                 events = await upstream.receive(timeout_s)
             except TimeoutError:
-                self._upstream_failed(
-                    ex, 504, "upstream_timeout", f"the upstream sent nothing for {timeout_s} s"
-                )
+                if timeout_s < limits.upstream_read_timeout_s:
+                    continue  # the exchange deadline, reported at the top of the loop
+                message = f"the upstream sent nothing for {timeout_s} s"
+                self._upstream_failed(ex, 504, "upstream_timeout", message)
             except OSError as exc:
                 self._upstream_failed(ex, 502, "upstream_aborted", f"upstream connection failed: {exc}")
             for event in events:
@@ -514,7 +547,7 @@ class ClientConnection:
         ex = self._bare_exchange()
         self._emit(Direction.FROM_CLIENT, failure, ex.id)
         status = failure.status_hint if failure.status_hint in (400, 408, 413, 414, 431, 501) else 400
-        kind = "header_too_large" if status == 431 else "bad_request"
+        kind = {431: "header_too_large", 408: "request_timeout"}.get(status, "bad_request")
         await self._refuse(ex, status, kind, failure.error)
 
     async def refuse_overloaded(self) -> None:

@@ -27,7 +27,6 @@ from openai.types.responses import (
     ResponseTextDeltaEvent,
 )
 
-from gateway._mock_http import MAX_BODY_BYTES, ContinueExpected, HttpError, Request, RequestReader
 from gateway.mock_llm import (
     FAIL_AFTER_TOKENS,
     SLOW_FIRST_TOKEN_S,
@@ -37,6 +36,7 @@ from gateway.mock_llm import (
     mock_text,
     mock_token,
 )
+from gateway.mock_llm._http import MAX_BODY_BYTES, ContinueExpected, HttpError, Request, RequestReader
 
 CAPTURES = Path(__file__).parents[1] / "fixtures" / "openai-captures"
 WEATHER_TOOL: ChatCompletionToolParam = {

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final, NamedTuple
 
-from gateway._mock_http import LAST_CHUNK, chunk
-from gateway._mock_wire import Pace
+from gateway.mock_llm._http import LAST_CHUNK, chunk
+from gateway.mock_llm._wire import Pace
 
 SLOW_FIRST_TOKEN_S: Final = 2.0
 FAIL_AFTER_TOKENS: Final = 3

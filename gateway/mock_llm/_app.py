@@ -15,19 +15,19 @@ from typing import Any, Final
 
 import msgspec
 
-from gateway._mock_chat import chat_completion, chat_events, text_completion, text_events
-from gateway._mock_config import MockLlmConfig
-from gateway._mock_embed import (
+from gateway.mock_llm._chat import chat_completion, chat_events, text_completion, text_events
+from gateway.mock_llm._config import MockLlmConfig
+from gateway.mock_llm._embed import (
     DEFAULT_DIMENSIONS,
     embeddings_body,
     model_object,
     models_body,
     normalise_input,
 )
-from gateway._mock_http import REASONS, Request, response_head
-from gateway._mock_plan import Plan, ToolPlan, tool_plan
-from gateway._mock_replay import CaptureError, CaptureLibrary, sse_events
-from gateway._mock_requests import (
+from gateway.mock_llm._http import REASONS, Request, response_head
+from gateway.mock_llm._plan import Plan, ToolPlan, tool_plan
+from gateway.mock_llm._replay import CaptureError, CaptureLibrary, sse_events
+from gateway.mock_llm._requests import (
     ApiError,
     ChatRequest,
     CompletionRequest,
@@ -39,9 +39,9 @@ from gateway._mock_requests import (
     last_user_text,
     require_model,
 )
-from gateway._mock_responses import response_body, response_events
-from gateway._mock_script import CLOSE, NO_HOOKS, Delay, Hooks, Item, Reply, hooks_in, json_script, paced
-from gateway._mock_wire import ENCODER, PACE, Pace, count_words, error_body, texts_of
+from gateway.mock_llm._responses import response_body, response_events
+from gateway.mock_llm._script import CLOSE, NO_HOOKS, Delay, Hooks, Item, Reply, hooks_in, json_script, paced
+from gateway.mock_llm._wire import ENCODER, PACE, Pace, count_words, error_body, texts_of
 
 TOOL_TRIGGER: Final = "call a tool"
 _JSON: Final = b"application/json"

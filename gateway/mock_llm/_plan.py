@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import msgspec
 
-from gateway._mock_wire import ENCODER
+from gateway.mock_llm._wire import ENCODER
 
 _FRAGMENT: Final = re.compile(r"\s*\w+|\s*[^\w\s]+")
 _DEFAULT_TOOL: Final = "mock_tool"

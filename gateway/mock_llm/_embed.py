@@ -14,7 +14,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Final
 
-from gateway._mock_wire import pretty
+from gateway.mock_llm._wire import pretty
 
 DEFAULT_DIMENSIONS: Final = 1536
 

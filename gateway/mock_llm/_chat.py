@@ -12,8 +12,8 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway._mock_plan import Plan
-from gateway._mock_wire import (
+from gateway.mock_llm._plan import Plan
+from gateway.mock_llm._wire import (
     ENCODER,
     PACE,
     SERVICE_TIER,

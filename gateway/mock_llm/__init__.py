@@ -15,12 +15,12 @@ from types import TracebackType
 
 import uvloop
 
-from gateway._mock_app import MockApp
-from gateway._mock_config import MockLlmConfig
-from gateway._mock_embed import mock_embedding
-from gateway._mock_script import FAIL_AFTER_TOKENS, SLOW_FIRST_TOKEN_S
-from gateway._mock_server import Connection
-from gateway._mock_wire import mock_text, mock_token
+from gateway.mock_llm._app import MockApp
+from gateway.mock_llm._config import MockLlmConfig
+from gateway.mock_llm._embed import mock_embedding
+from gateway.mock_llm._script import FAIL_AFTER_TOKENS, SLOW_FIRST_TOKEN_S
+from gateway.mock_llm._server import Connection
+from gateway.mock_llm._wire import mock_text, mock_token
 
 __all__ = [
     "FAIL_AFTER_TOKENS",
@@ -165,7 +165,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,11 +13,18 @@ import logging
 from collections.abc import Iterator
 from typing import Final, assert_never, cast
 
-from gateway._mock_app import MockApp
-from gateway._mock_http import CONTINUE, ContinueExpected, HttpError, Request, RequestReader, response_head
-from gateway._mock_requests import ApiError
-from gateway._mock_script import Abort, Close, Delay, Item
-from gateway._mock_wire import error_body
+from gateway.mock_llm._app import MockApp
+from gateway.mock_llm._http import (
+    CONTINUE,
+    ContinueExpected,
+    HttpError,
+    Request,
+    RequestReader,
+    response_head,
+)
+from gateway.mock_llm._requests import ApiError
+from gateway.mock_llm._script import Abort, Close, Delay, Item
+from gateway.mock_llm._wire import error_body
 
 logger = logging.getLogger("gateway.mock_llm")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from gateway._mock_plan import Plan, ToolPlan
-from gateway._mock_wire import ENCODER, PACE, SERVICE_TIER, Pace, mock_text, mock_token, pretty, sse_event
+from gateway.mock_llm._plan import Plan, ToolPlan
+from gateway.mock_llm._wire import ENCODER, PACE, SERVICE_TIER, Pace, mock_text, mock_token, pretty, sse_event
 
 
 def _output_text(text: str) -> dict[str, Any]:

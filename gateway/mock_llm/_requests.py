@@ -11,7 +11,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from gateway._mock_wire import texts_of
+from gateway.mock_llm._wire import texts_of
 
 _BAD_JSON: Final = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "

@@ -29,6 +29,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--upstream", help="http://HOST:PORT of the model server (default http://127.0.0.1:8000)")
     p.add_argument("--data-dir", help="where the session log and index live (default ./wardgate-data)")
     p.add_argument("--durability", choices=["strict", "batched"], help="when frames reach the disk")
+    p.add_argument(
+        "--admin-listen", help='HOST:PORT for /healthz /readyz /metrics (default 127.0.0.1:9900, "" off)'
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
 
@@ -51,6 +54,9 @@ async def _serve_async(config: Config) -> int:
                 f"(data dir {config.data_dir}, durability {config.storage.durability})",
                 flush=True,
             )
+        if gw.admin_address:
+            host, port = gw.admin_address
+            print(f"wardgate: admin (health, metrics) on http://{host}:{port}", flush=True)
 
     gateway = Gateway(config, on_ready=ready)
     loop = asyncio.get_running_loop()

@@ -49,11 +49,16 @@ class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_tracked: int = 100_000
 
 
+class AdminConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    listen: str = "127.0.0.1:9900"  # /healthz, /readyz, /metrics; "" turns the admin listener off
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     listeners: list[ListenerConfig] = msgspec.field(default_factory=lambda: [ListenerConfig()])
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     sessions: SessionConfig = msgspec.field(default_factory=SessionConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -102,6 +107,8 @@ def validate(config: Config) -> Config:
         value = getattr(config.limits, name.name)
         if value <= 0:
             raise ConfigError(f"limits.{name.name}: must be positive, got {value}")
+    if config.admin.listen:
+        split_host_port(config.admin.listen, field="admin.listen")
     if config.storage.max_segment_bytes < 4096:
         raise ConfigError("storage.max_segment_bytes: must be at least 4096")
     if config.storage.group_commit_ms <= 0:
@@ -142,10 +149,16 @@ def apply_flags(config: Config, args: argparse.Namespace) -> Config:
         data_dir=args.data_dir or config.storage.data_dir,
         durability=args.durability or config.storage.durability,
     )
-    return msgspec.structs.replace(config, listeners=[listener, *config.listeners[1:]], storage=storage)
+    admin = config.admin
+    if args.admin_listen is not None:
+        admin = msgspec.structs.replace(admin, listen=args.admin_listen)
+    return msgspec.structs.replace(
+        config, listeners=[listener, *config.listeners[1:]], storage=storage, admin=admin
+    )
 
 
 __all__ = [
+    "AdminConfig",
     "Config",
     "ConfigError",
     "Durability",

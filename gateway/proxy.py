@@ -51,7 +51,10 @@ WRITE_HIGH_WATER = 64 * 1024
 class ProxyStats:
     connections: int = 0
     exchanges: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
+    request_bytes: int = 0
+    response_bytes: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # by GatewayError kind
+    outcomes: dict[str, int] = field(default_factory=dict)  # by ExchangeEnded outcome
 
 
 @dataclass
@@ -199,32 +202,8 @@ class ClientConnection:
             ref = ctx.sessions.resolve(None, self.identity, self.client_ip, now)
         ex = _Exchange(ref.session_id)
         ctx.stats.exchanges += 1
-        if ref.is_new:
-            self._emit(
-                Direction.FROM_CLIENT,
-                SessionStarted(
-                    session_id=ref.session_id,
-                    identity=self.identity,
-                    client_addr=self.client_addr,
-                    source=ref.source,
-                ),
-                ex.id,
-            )
-        self._emit(
-            Direction.FROM_CLIENT,
-            ExchangeStarted(
-                exchange_id=ex.id,
-                session_id=ex.session_id,
-                identity=self.identity,
-                client_addr=self.client_addr,
-                listener=ctx.listener,
-                protocol="http/1.1",
-                upstream=f"{ctx.pool.host}:{ctx.pool.port}",
-            ),
-            ex.id,
-        )
-        self._emit(Direction.FROM_CLIENT, head, ex.id)
         try:
+            self._open(ex, head, new_session=ref.is_new, source=ref.source)
             self._check_request(head, bad_session)
             upstream = await self._forward_request(ex, head)
             try:
@@ -233,6 +212,7 @@ class ClientConnection:
                 upstream.abort()
                 raise
             ctx.pool.release(upstream, reusable=True)
+            self._end(ex, "complete")
         except ExchangeAborted:
             return False
         except _Refusal as refusal:
@@ -242,16 +222,6 @@ class ClientConnection:
             # Fail closed: nothing goes on unrecorded.
             await self._refuse(ex, 503, "recording_unavailable", f"the session log cannot be written: {exc}")
             return False
-        self._emit(
-            Direction.TO_CLIENT,
-            ExchangeEnded(
-                outcome="complete",
-                status=ex.status,
-                request_bytes=ex.request_bytes,
-                response_bytes=ex.response_bytes,
-            ),
-            ex.id,
-        )
         await self._keep_pace()
         return self.http.reusable
 
@@ -259,8 +229,8 @@ class ClientConnection:
         limits = self.ctx.limits
         if bad_session:
             raise _Refusal(400, "bad_request", bad_session)
-        if not self.ctx.recorder.healthy:
-            raise _Refusal(503, "recording_unavailable", "the session log is not writable; refusing traffic")
+        if self.ctx.recorder.failure is not None:
+            raise RecordingFailed(str(self.ctx.recorder.failure))
         if head.method == b"CONNECT":
             raise _Refusal(501, "not_implemented", "CONNECT tunnels are not supported by this gateway")
         if _first(head.headers, b"upgrade") is not None:
@@ -483,6 +453,10 @@ class ClientConnection:
         )
 
     def _end(self, ex: _Exchange, outcome: str) -> None:
+        stats = self.ctx.stats
+        stats.request_bytes += ex.request_bytes
+        stats.response_bytes += ex.response_bytes
+        stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
         self._emit(
             Direction.TO_CLIENT,
             ExchangeEnded(
@@ -495,9 +469,14 @@ class ClientConnection:
         )
 
     async def _refuse(self, ex: _Exchange, status: int, kind: str, message: str) -> None:
-        """Answer an error in OpenAI's error shape, record it, and close the connection."""
-        if kind != "recording_unavailable":
-            self._record_error(ex, kind, status, message)
+        """Answer an error in OpenAI's error shape, record it (if the log works), and close the connection.
+
+        After a response head went out, an error can only cut the connection: the client must see a
+        truncated response, never a second head inside the first response's body.
+        """
+        if ex.response_started:
+            self.writer.transport.abort()
+            return
         ex.status = status
         body = msgspec.json.encode({"error": {"message": message, "type": "wardgate_error", "code": kind}})
         head = ResponseHead(
@@ -511,12 +490,15 @@ class ClientConnection:
                 (b"X-Wardgate-Exchange", ex.id.encode()),
             ],
         )
-        if kind != "recording_unavailable":
+        try:
+            self._record_error(ex, kind, status, message)
             self._emit(Direction.TO_CLIENT, head, ex.id)
             self._emit(Direction.TO_CLIENT, BodyChunk(data=body), ex.id)
             self._emit(Direction.TO_CLIENT, MessageEnd(), ex.id)
             ex.response_bytes = len(body)
             self._end(ex, "error")
+        except RecordingFailed:
+            pass  # the log is down: the refusal still goes out, the model got nothing
         self.writer.write(render_response(status, head.reason, head.headers, body))
         try:
             async with asyncio.timeout(self.ctx.limits.client_write_timeout_s):
@@ -524,10 +506,13 @@ class ClientConnection:
         except (TimeoutError, ConnectionError):
             self.writer.transport.abort()
 
-    def _bare_exchange(self) -> _Exchange:
-        """An exchange for traffic that never became a request (garbage bytes, overload)."""
-        ref = self.ctx.sessions.resolve(None, self.identity, self.client_ip, time.time_ns())
-        ex = _Exchange(ref.session_id)
+    def _open(self, ex: _Exchange, head: RequestHead | None, *, new_session: bool, source: str) -> None:
+        """Record the start of an exchange (and of its session, if new)."""
+        if new_session:
+            started = SessionStarted(
+                session_id=ex.session_id, identity=self.identity, client_addr=self.client_addr, source=source
+            )
+            self._emit(Direction.FROM_CLIENT, started, ex.id)
         self._emit(
             Direction.FROM_CLIENT,
             ExchangeStarted(
@@ -537,9 +522,18 @@ class ClientConnection:
                 client_addr=self.client_addr,
                 listener=self.ctx.listener,
                 protocol="http/1.1",
+                upstream=f"{self.ctx.pool.host}:{self.ctx.pool.port}",
             ),
             ex.id,
         )
+        if head is not None:
+            self._emit(Direction.FROM_CLIENT, head, ex.id)
+
+    def _bare_exchange(self) -> _Exchange:
+        """An exchange for traffic that never became a request (garbage bytes, overload)."""
+        ref = self.ctx.sessions.resolve(None, self.identity, self.client_ip, time.time_ns())
+        ex = _Exchange(ref.session_id)
+        self._open(ex, None, new_session=ref.is_new, source=ref.source)
         return ex
 
     async def _refuse_unparsed(self, failure: ParseFailed) -> None:

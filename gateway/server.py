@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from gateway.admin import AdminServer, Readiness
 from gateway.config import Config, parse_upstream, split_host_port
+from gateway.metrics import Exposition, Histogram
 from gateway.proxy import ClientConnection, ProxyContext
 from gateway.recorder import Recorder
 from gateway.sessions import SessionTracker
@@ -28,6 +30,14 @@ logger = logging.getLogger("wardgate")
 
 INDEX_BATCH_FRAMES = 2_000  # frames indexed per step: bounds how long one step holds the loop
 INDEX_POLL_S = 0.5
+
+
+def _summed(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for d in dicts:
+        for key, value in d.items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def key_path(data_dir: Path) -> Path:
@@ -49,6 +59,10 @@ class Gateway:
         self.recorder: Recorder | None = None
         self.index: SqliteIndex | None = None
         self.index_error = ""
+        self.indexed_frames = 0  # indexed by this process (its startup catch-up included)
+        self.admin_address: tuple[str, int] | None = None
+        self.write_seconds = Histogram()
+        self.fsync_seconds = Histogram()
 
     @property
     def port(self) -> int:
@@ -93,32 +107,13 @@ class Gateway:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(recorder.run(), name="recorder")
             tasks.create_task(self._follow_index(index), name="indexer")
-            servers: list[asyncio.Server] = []
-            for i, listener in enumerate(cfg.listeners):
-                host, port = split_host_port(listener.listen, field=f"listeners[{i}].listen")
-                up_host, up_port, prefix = parse_upstream(listener.upstream, field=f"listeners[{i}].upstream")
-                ctx = ProxyContext(
-                    listener=listener.name,
-                    limits=cfg.limits,
-                    recorder=recorder,
-                    sessions=sessions,
-                    pool=UpstreamPool(
-                        up_host,
-                        up_port,
-                        connect_timeout_s=cfg.limits.upstream_connect_timeout_s,
-                        max_idle=cfg.limits.upstream_pool_size,
-                        max_head_bytes=cfg.limits.max_head_bytes,
-                    ),
-                    upstream_authority=(up_host if up_port == 80 else f"{up_host}:{up_port}").encode(),
-                    upstream_prefix=prefix.encode(),
-                )
-                self.contexts.append(ctx)
-                server = await asyncio.start_server(
-                    functools.partial(self._handle, ctx), host, port, limit=64 * 1024
-                )
-                servers.append(server)
-                sock = server.sockets[0].getsockname()
-                self.addresses.append((str(sock[0]), int(sock[1])))
+            servers = [await self._listen(i, recorder, sessions) for i in range(len(cfg.listeners))]
+            if cfg.admin.listen:
+                host, port = split_host_port(cfg.admin.listen, field="admin.listen")
+                admin = AdminServer(self.readiness, self.metrics)
+                servers.append(await asyncio.start_server(admin.handle, host, port))
+                sock = servers[-1].sockets[0].getsockname()
+                self.admin_address = (str(sock[0]), int(sock[1]))
             self.ready.set()
             self._on_ready(self)
             await self._stop.wait()
@@ -133,6 +128,114 @@ class Gateway:
             # The recorder has drained; one last pass leaves the index current.
             await index.catch_up(self.config.data_dir, max_frames=1 << 30)
 
+    async def _listen(self, i: int, recorder: Recorder, sessions: SessionTracker) -> asyncio.Server:
+        listener = self.config.listeners[i]
+        limits = self.config.limits
+        host, port = split_host_port(listener.listen, field=f"listeners[{i}].listen")
+        up_host, up_port, prefix = parse_upstream(listener.upstream, field=f"listeners[{i}].upstream")
+        ctx = ProxyContext(
+            listener=listener.name,
+            limits=limits,
+            recorder=recorder,
+            sessions=sessions,
+            pool=UpstreamPool(
+                up_host,
+                up_port,
+                connect_timeout_s=limits.upstream_connect_timeout_s,
+                max_idle=limits.upstream_pool_size,
+                max_head_bytes=limits.max_head_bytes,
+            ),
+            upstream_authority=(up_host if up_port == 80 else f"{up_host}:{up_port}").encode(),
+            upstream_prefix=prefix.encode(),
+        )
+        self.contexts.append(ctx)
+        server = await asyncio.start_server(functools.partial(self._handle, ctx), host, port, limit=64 * 1024)
+        sock = server.sockets[0].getsockname()
+        self.addresses.append((str(sock[0]), int(sock[1])))
+        return server
+
+    def readiness(self) -> Readiness:
+        reasons = []
+        if self.recorder is None or self.recorder.failure is not None:
+            failure = self.recorder.failure if self.recorder else "not started"
+            reasons.append(f"session log not writable: {failure}")
+        if self._stop.is_set():
+            reasons.append("shutting down")
+        return Readiness(ready=not reasons, reasons=tuple(reasons))
+
+    def metrics(self, out: Exposition) -> None:
+        """One Prometheus scrape of everything the gateway counts."""
+        stats = [ctx.stats for ctx in self.contexts]
+        out.metric("wardgate_connections_open", "gauge", "Client connections open", len(self._connections))
+        out.metric(
+            "wardgate_connections_total",
+            "counter",
+            "Client connections accepted",
+            sum(s.connections for s in stats),
+        )
+        out.metric(
+            "wardgate_exchanges_total", "counter", "Requests received", sum(s.exchanges for s in stats)
+        )
+        busy = sum(1 for conn in self._connections if conn.busy)
+        out.metric("wardgate_exchanges_in_flight", "gauge", "Exchanges (streams included) in progress", busy)
+        out.metric("wardgate_exchanges_ended_total", "counter", "Exchanges ended, by outcome")
+        out.labelled("wardgate_exchanges_ended_total", "outcome", _summed(s.outcomes for s in stats))
+        out.metric("wardgate_errors_total", "counter", "Answers and cuts the gateway made itself, by kind")
+        out.labelled("wardgate_errors_total", "kind", _summed(s.errors for s in stats))
+        out.metric(
+            "wardgate_request_bytes_total",
+            "counter",
+            "Request body bytes",
+            sum(s.request_bytes for s in stats),
+        )
+        out.metric(
+            "wardgate_response_bytes_total",
+            "counter",
+            "Response body bytes",
+            sum(s.response_bytes for s in stats),
+        )
+        pools = [ctx.pool for ctx in self.contexts]
+        out.metric(
+            "wardgate_upstream_connects_total",
+            "counter",
+            "New upstream connections",
+            sum(p.connects for p in pools),
+        )
+        out.metric(
+            "wardgate_upstream_reuses_total",
+            "counter",
+            "Kept-alive upstream reuses",
+            sum(p.reuses for p in pools),
+        )
+        if self.recorder is not None:
+            rec = self.recorder.stats
+            out.metric(
+                "wardgate_log_healthy",
+                "gauge",
+                "1 while the session log is writable",
+                int(self.recorder.healthy),
+            )
+            out.metric(
+                "wardgate_log_frames_total", "counter", "Frames written to the session log", rec.frames
+            )
+            out.metric("wardgate_log_bytes_total", "counter", "Frame payload bytes written", rec.bytes)
+            out.metric("wardgate_log_syncs_total", "counter", "fsync calls (group commits)", rec.syncs)
+            out.metric(
+                "wardgate_log_backpressure_waits_total",
+                "counter",
+                "Times a connection waited for the log writer",
+                rec.backpressure_waits,
+            )
+            lag = max(0, rec.frames - self.indexed_frames)
+            out.metric("wardgate_index_lag_frames", "gauge", "Frames written but not yet indexed", lag)
+        out.histogram("wardgate_log_write_seconds", "Time to write one batch of frames", self.write_seconds)
+        out.histogram(
+            "wardgate_log_fsync_seconds", "Time of one fsync of the session log", self.fsync_seconds
+        )
+        out.metric(
+            "wardgate_index_healthy", "gauge", "1 while the index follows the log", int(not self.index_error)
+        )
+
     async def _follow_index(self, index: SqliteIndex) -> None:
         """Keep the derived index close behind the log. Never on a connection's path."""
         data_dir = self.config.data_dir
@@ -144,8 +247,11 @@ class Gateway:
                 pass
             self._index_wake.clear()
             try:
-                while await index.catch_up(data_dir, max_frames=INDEX_BATCH_FRAMES) >= INDEX_BATCH_FRAMES:
-                    pass  # each step awaits the database, so connections run in between
+                while True:  # each step awaits the database, so connections run in between
+                    applied = await index.catch_up(data_dir, max_frames=INDEX_BATCH_FRAMES)
+                    self.indexed_frames += applied
+                    if applied < INDEX_BATCH_FRAMES:
+                        break
             except StorageError as exc:
                 # The log stays the record of truth and recording goes on; only search goes stale.
                 self.index_error = str(exc)

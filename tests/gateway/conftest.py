@@ -9,9 +9,9 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from gateway.mock_llm import MockLlm, MockLlmConfig
 
-from gateway.config import Config, LimitsConfig, ListenerConfig, StorageConfig
+from gateway.config import AdminConfig, Config, LimitsConfig, ListenerConfig, StorageConfig
+from gateway.mock_llm import MockLlm, MockLlmConfig
 from gateway.server import Gateway, running
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[Gateway]]
@@ -37,11 +37,13 @@ def start_gateway(tmp_path: Path, mock: MockLlm) -> GatewayFactory:
 
     @asynccontextmanager
     async def start(
-        upstream_port: int | None = None, durability: str = "strict", **limits: float
+        upstream_port: int | None = None, durability: str = "strict", admin_listen: str = "", **limits: float
     ) -> AsyncIterator[Gateway]:
         config = make_config(tmp_path / "data", upstream_port or mock.port, **limits)
         config = msgspec.structs.replace(
-            config, storage=msgspec.structs.replace(config.storage, durability=durability)
+            config,
+            storage=msgspec.structs.replace(config.storage, durability=durability),
+            admin=AdminConfig(listen=admin_listen),
         )
         async with asyncio.timeout(60), running(config) as gw:
             yield gw

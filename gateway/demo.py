@@ -71,8 +71,8 @@ def background(cmd: list[str]) -> Iterator[subprocess.Popen[bytes]]:
                 proc.wait()
 
 
-def showcase(base_url: str) -> str:
-    """Real requests through the gateway; returns the session id of the agent conversation."""
+def showcase(base_url: str) -> tuple[str, str]:
+    """Real requests through the gateway; returns the streamed exchange's id and the agent's session id."""
     llm = openai.OpenAI(base_url=base_url, api_key="sk-demo-not-a-real-key", max_retries=0, timeout=30)
     step("A plain chat completion (openai SDK, non-streamed)")
     reply = llm.chat.completions.create(
@@ -81,14 +81,15 @@ def showcase(base_url: str) -> str:
     print(f"assistant: {reply.choices[0].message.content}")
 
     step("A streamed completion: tokens arrive one by one through the gateway")
-    stream = llm.chat.completions.create(
+    raw_stream = llm.chat.completions.with_raw_response.create(
         model="mock-gpt",
         messages=[{"role": "user", "content": "Stream a short poem about audit logs."}],
         stream=True,
         stream_options={"include_usage": True},
     )
+    streamed_exchange = raw_stream.headers["x-wardgate-exchange"]
     print("assistant: ", end="", flush=True)
-    for chunk in stream:
+    for chunk in raw_stream.parse():
         if chunk.choices and chunk.choices[0].delta.content:
             print(chunk.choices[0].delta.content, end="", flush=True)
     print()
@@ -118,7 +119,7 @@ def showcase(base_url: str) -> str:
         f"{DIM}response headers: X-Wardgate-Session={raw.headers['x-wardgate-session']}  "
         f"X-Wardgate-Exchange={raw.headers['x-wardgate-exchange']}{RESET}"
     )
-    return raw.headers["x-wardgate-session"]
+    return streamed_exchange, raw.headers["x-wardgate-session"]
 
 
 def wait_indexed(data_dir: Path, expected: int, timeout_s: float = 10) -> None:
@@ -149,12 +150,16 @@ def main() -> int:
     with background(mock_cmd) as mock, background(serve_cmd) as gateway:
         wait_for_port(upstream_port, mock)
         wait_for_port(gateway_port, gateway)
-        session = showcase(base_url)
+        streamed, session = showcase(base_url)
         wait_indexed(DATA_DIR, expected=2)
 
         step("wardgate sessions   (what the index knows)")
         subprocess.run(wardgate("sessions", "--data-dir", str(DATA_DIR)), check=True)
-        step(f"wardgate replay {session}   (the agent conversation, re-rendered)")
+        step(f"wardgate replay {streamed}   (the stream, re-rendered at its recorded pace)")
+        subprocess.run(wardgate("replay", streamed, "--data-dir", str(DATA_DIR)), check=True)
+        step('wardgate search "audit logs"   (full text over prompts and responses)')
+        subprocess.run(wardgate("search", "audit logs", "--data-dir", str(DATA_DIR)), check=True)
+        step(f"wardgate replay {session}   (the agent conversation)")
         subprocess.run(wardgate("replay", session, "--speed", "0", "--data-dir", str(DATA_DIR)), check=True)
         step("wardgate verify   (CRC and hash chain over every frame)")
         subprocess.run(wardgate("verify", "--data-dir", str(DATA_DIR)), check=True)

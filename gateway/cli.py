@@ -14,6 +14,7 @@ from pathlib import Path
 
 import uvloop
 
+from benchmarks import cli as bench_cli
 from gateway import inspect, mock_llm
 from gateway.config import Config, ConfigError, apply_flags, load, validate
 from gateway.server import Gateway
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     mock_llm.add_command(sub)
     inspect.add_commands(sub)
+    bench_cli.add_command(sub)
     return parser
 
 

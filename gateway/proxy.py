@@ -541,7 +541,9 @@ class ClientConnection:
         ex = self._bare_exchange()
         self._emit(Direction.FROM_CLIENT, failure, ex.id)
         status = failure.status_hint if failure.status_hint in (400, 408, 413, 414, 431, 501) else 400
-        kind = {431: "header_too_large", 408: "request_timeout"}.get(status, "bad_request")
+        kind = {431: "header_too_large", 408: "request_timeout", 501: "not_implemented"}.get(
+            status, "bad_request"
+        )
         await self._refuse(ex, status, kind, failure.error)
 
     async def refuse_overloaded(self) -> None:

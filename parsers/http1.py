@@ -8,6 +8,7 @@ the gateway decides what is forwarded. No h11 type or exception leaves this modu
 from __future__ import annotations
 
 import enum
+import re
 from typing import ClassVar
 
 import h11
@@ -55,6 +56,8 @@ class Http1Connection:
         self.role = role
         self._h11 = h11.Connection(h11.SERVER if role is Role.SERVER else h11.CLIENT, max_head_bytes)
         self._max_head_bytes = max_head_bytes
+        # Only requests are guarded: the client side is where smuggling attempts come from.
+        self._guard = _HeadGuard() if role is Role.SERVER else None
         self._failed = False
         self._bytes_in = 0  # for error locations
 
@@ -65,6 +68,11 @@ class Http1Connection:
         if self._failed or not data:
             return []  # h11 reads b"" as EOF; that is feed_eof's job
         self._bytes_in += len(data)
+        if self._guard is not None and self._guard.active:
+            problem = self._guard.feed(data)
+            if problem:
+                self._failed = True
+                return [ParseFailed(error=f"http1: {problem} (from client, near byte {self._bytes_in})")]
         self._h11.receive_data(data)
         return self._drain()
 
@@ -196,12 +204,60 @@ class Http1Connection:
             self._h11.start_next_cycle()
         except h11.LocalProtocolError as exc:
             raise ParseError(f"http1: cannot reuse connection: {exc}") from None
+        if self._guard is not None:
+            self._guard = _HeadGuard()
+            problem = self._guard.feed(bytes(self._h11.trailing_data[0]))  # a pipelined request's bytes
+            if problem:
+                self._failed = True
+                return [ParseFailed(error=f"http1: {problem} (from client, pipelined request)")]
         return self._drain()
 
 
 def _raw_headers(headers: h11._headers.Headers) -> Headers:
     # h11 keeps the raw (original case) names beside the lowercased ones; a recorder wants the raw.
     return headers.raw_items()
+
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class _HeadGuard:
+    """Checks raw request-head bytes for what h11 tolerates but a proxy must refuse.
+
+    RFC 9112 §2.2 (bare LF), §5.2 (obs-fold) and §5.5 (control characters in field values): each lets
+    two parsers disagree about where a header or message ends. Scans each line once, keeps only the
+    incomplete last line.
+    """
+
+    def __init__(self) -> None:
+        self._line = bytearray()
+        self._lines = 0
+        self.active = True  # until the blank line that ends the head
+
+    def feed(self, data: bytes) -> str:
+        """Returns a description of the first problem found, or "" if none (yet)."""
+        self._line += data
+        start = 0
+        while self.active:
+            end = self._line.find(b"\n", start)
+            if end < 0:
+                break
+            line = bytes(self._line[start:end])
+            start = end + 1
+            if not line.endswith(b"\r"):
+                return "bare LF line ending in the request head"
+            line = line[:-1]
+            if not line:
+                if self._lines:
+                    self.active = False
+                continue  # RFC 9112 §2.2: empty lines before the request line are ignored
+            self._lines += 1
+            if self._lines > 1 and line[:1] in (b" ", b"\t"):
+                return "obsolete line folding (obs-fold) in the request head"
+            if _CONTROL.search(line):
+                return "control character in the request head"
+        del self._line[:start]
+        return ""
 
 
 def _head_size(head: RequestHead | ResponseHead) -> int:
@@ -212,15 +268,20 @@ def _head_size(head: RequestHead | ResponseHead) -> int:
 
 def _framing_problem(headers: Headers) -> str:
     """Request framing h11 tolerates but a proxy must refuse (RFC 9112 §6.1, §6.3: smuggling risks)."""
-    has_te = has_cl = False
-    for name, _value in headers:
+    has_te = False
+    lengths = 0
+    for name, value in headers:
         lower = name.lower()
         if lower == b"transfer-encoding":
             has_te = True
         elif lower == b"content-length":
-            has_cl = True
-    if has_te and has_cl:
+            lengths += 1
+            if not value.isdigit():
+                return f"Content-Length must be one decimal number, got {value[:40]!r}"
+    if has_te and lengths:
         return "both Content-Length and Transfer-Encoding in one request"
+    if lengths > 1:
+        return "more than one Content-Length header"
     return ""
 
 

@@ -208,3 +208,47 @@ def test_render_response() -> None:
         render_response(400, b"Bad Request", [(b"A", b"b")], b"x")
         == b"HTTP/1.1 400 Bad Request\r\nA: b\r\n\r\nx"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", "obs-fold"),
+        (b"GET / HTTP/1.1\nHost: x\n\n", "bare LF"),
+        (b"GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", "bare LF"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: \x1b[31m\r\n\r\n", "control character"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\n", "Content-Length"),
+    ],
+)
+def test_head_guard_refuses_what_h11_tolerates(raw: bytes, problem: str) -> None:
+    for cut in range(len(raw) + 1):
+        conn = Http1Connection(Role.SERVER)
+        events = feed_split(conn, raw, cut)
+        assert len(events) == 1, cut
+        assert isinstance(events[0], ParseFailed)
+        assert problem in events[0].error
+
+
+def test_head_guard_checks_a_pipelined_request() -> None:
+    conn = Http1Connection(Role.SERVER)
+    conn.feed(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\nHost: x\n\n")
+    conn.send(ResponseHead(status=204, headers=[]))
+    conn.send(MessageEnd())
+    events = conn.next_cycle()
+    assert len(events) == 1
+    assert isinstance(events[0], ParseFailed)
+
+
+header_names = st.from_regex(rb"\A[A-Za-z][A-Za-z0-9-]{0,15}\Z")
+header_values = st.from_regex(rb"\A[!-~]([ \t!-~]{0,30}[!-~])?\Z")
+
+
+@given(st.lists(st.tuples(header_names, header_values), max_size=8))
+def test_head_guard_passes_every_well_formed_request(headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [
+        (n, v) for n, v in headers if n.lower() not in (b"host", b"content-length", b"transfer-encoding")
+    ]
+    writer = Http1Connection(Role.CLIENT)
+    raw = writer.send(RequestHead(method=b"GET", target=b"/x", headers=[(b"Host", b"h"), *headers]))
+    events = Http1Connection(Role.SERVER).feed(raw)
+    assert isinstance(events[0], RequestHead), events

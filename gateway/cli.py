@@ -62,6 +62,7 @@ async def _serve_async(config: Config) -> int:
     gateway = Gateway(config, on_ready=ready)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
+        # The first signal drains (up to shutdown_grace_s); a second one cuts what is left.
         loop.add_signal_handler(sig, gateway.stop)
     await gateway.run()
     print("wardgate: stopped; log synced and indexed", file=sys.stderr, flush=True)

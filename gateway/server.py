@@ -54,6 +54,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self._index_wake = asyncio.Event()
         self._connections: set[ClientConnection] = set()
+        self._force = False
         self.addresses: list[tuple[str, int]] = []
         self.contexts: list[ProxyContext] = []
         self.recorder: Recorder | None = None
@@ -69,7 +70,10 @@ class Gateway:
         """The first listener's port (handy when it was bound to port 0)."""
         return self.addresses[0][1]
 
-    def stop(self) -> None:
+    def stop(self, *, force: bool = False) -> None:
+        """Begin shutdown: stop accepting, let exchanges in flight finish. ``force`` cuts them now."""
+        if force or self._stop.is_set():
+            self._force = True
         self._stop.set()
 
     async def run(self) -> None:
@@ -284,7 +288,7 @@ class Gateway:
             for conn in list(self._connections):
                 if not conn.busy:
                     conn.writer.transport.abort()
-            if asyncio.get_running_loop().time() >= deadline:
+            if self._force or asyncio.get_running_loop().time() >= deadline:
                 for conn in list(self._connections):
                     conn.writer.transport.abort()
             await asyncio.sleep(0.02)

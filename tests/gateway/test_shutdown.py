@@ -1,0 +1,122 @@
+"""Graceful shutdown of a real gateway process: SIGTERM drains streams in flight; a second SIGTERM cuts."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from gateway.mock_llm import MockLlm, MockLlmConfig
+from parsers.events import ExchangeEnded
+from storage.reader import iter_frames
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(port: int, upstream: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    listen, upstream_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{upstream}"
+    command = ["serve", "--listen", listen, "--upstream", upstream_url, "--data-dir", str(data_dir)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", *command, "--admin-listen", ""],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
+
+
+def verify(data_dir: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "verify", "--data-dir", str(data_dir)],
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+async def wait_port(port: int) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+
+
+async def stream_body(http: httpx.AsyncClient, port: int) -> bytes:
+    async with http.stream(
+        "POST",
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "drain me"}]},
+    ) as response:
+        return b"".join([piece async for piece in response.aiter_raw()])
+
+
+async def test_sigterm_lets_streams_in_flight_finish(tmp_path: Path) -> None:
+    port = free_port()
+    async with MockLlm(MockLlmConfig(tokens=40, token_delay_ms=25)) as mock:
+        proc = start(port, mock.port, tmp_path / "data")
+        try:
+            await wait_port(port)
+            async with httpx.AsyncClient(timeout=10) as http:
+                streams = [asyncio.ensure_future(stream_body(http, port)) for _ in range(4)]
+                await asyncio.sleep(0.3)  # the streams are under way
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.2)
+                refused = False
+                try:
+                    await http.get(f"http://127.0.0.1:{port}/v1/models")
+                except httpx.ConnectError:
+                    refused = True
+                bodies = await asyncio.gather(*streams)
+            code = await asyncio.to_thread(proc.wait, 30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 0
+    assert refused  # no new connections once shutting down
+    assert all(body.endswith(b"data: [DONE]\n\n") for body in bodies)
+    outcomes = [
+        s.frame.event.outcome
+        for s in iter_frames(tmp_path / "data")
+        if isinstance(s.frame.event, ExchangeEnded)
+    ]
+    assert outcomes == ["complete"] * 4
+    assert verify(tmp_path / "data").returncode == 0
+
+
+async def test_second_sigterm_cuts_and_leaves_a_valid_log(tmp_path: Path) -> None:
+    port = free_port()
+    async with MockLlm(MockLlmConfig(tokens=400, token_delay_ms=25)) as mock:
+        proc = start(port, mock.port, tmp_path / "data")
+        try:
+            await wait_port(port)
+            async with httpx.AsyncClient(timeout=10) as http:
+                stream = asyncio.ensure_future(stream_body(http, port))
+                await asyncio.sleep(0.3)
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.2)
+                proc.send_signal(signal.SIGTERM)
+                code = await asyncio.to_thread(proc.wait, 10)  # well before the 10 s stream would end
+                try:
+                    body = await stream
+                except httpx.HTTPError:
+                    body = b""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 0
+    assert not body.endswith(b"data: [DONE]\n\n")
+    assert verify(tmp_path / "data").returncode == 0

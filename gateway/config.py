@@ -8,6 +8,8 @@ from typing import Literal
 
 import msgspec
 
+from gateway.protocols import DuplicateParser, available_parsers, protocol_problem
+
 Durability = Literal["strict", "batched"]
 
 
@@ -18,8 +20,9 @@ class ConfigError(Exception):
 class ListenerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:8080"
     upstream: str = "http://127.0.0.1:8000"
-    protocol: str = "http1"  # the client-facing parser, from parsers.registry
+    protocol: str = "http1"  # the client-facing parser
     name: str = "default"
+    durability: Durability | None = None  # this listener's mode; None: storage.durability
 
 
 class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -100,7 +103,14 @@ def validate(config: Config) -> Config:
     """Check what the types alone cannot. Raises ConfigError naming the field."""
     if not config.listeners:
         raise ConfigError("listeners: at least one listener is required")
+    try:
+        parsers = available_parsers()
+    except DuplicateParser as exc:
+        raise ConfigError(str(exc)) from None
     for i, listener in enumerate(config.listeners):
+        problem = protocol_problem(listener.protocol, parsers)
+        if problem:
+            raise ConfigError(f"listeners[{i}].protocol: {problem}")
         split_host_port(listener.listen, field=f"listeners[{i}].listen")
         parse_upstream(listener.upstream, field=f"listeners[{i}].upstream")
     for name in msgspec.structs.fields(LimitsConfig):

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import msgspec
 
-from gateway.config import LimitsConfig
+from gateway.config import Durability, LimitsConfig
 from gateway.ids import new_id
 from gateway.recorder import Recorder, RecordingFailed
 from gateway.sessions import EXCHANGE_HEADER, SESSION_HEADER, BadSessionHeader, SessionTracker
@@ -62,6 +62,7 @@ class ProxyContext:
     """What every connection of one listener shares."""
 
     listener: str
+    durability: Durability
     limits: LimitsConfig
     recorder: Recorder
     sessions: SessionTracker
@@ -275,7 +276,7 @@ class ClientConnection:
         self._emit(Direction.TO_UPSTREAM, forwarded, ex.id)
         if self.http.peer_waiting_for_100_continue:
             self.writer.write(self.http.send(ResponseHead(status=100, headers=[], reason=b"Continue")))
-        if ctx.recorder.durability == "strict":
+        if ctx.durability == "strict":
             # RFC-free rule of ours: in strict mode nothing reaches the upstream before it is on disk.
             body = await self._read_body(ex, None)
             await ctx.recorder.durable()

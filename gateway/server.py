@@ -139,6 +139,7 @@ class Gateway:
         up_host, up_port, prefix = parse_upstream(listener.upstream, field=f"listeners[{i}].upstream")
         ctx = ProxyContext(
             listener=listener.name,
+            durability=listener.durability or self.config.storage.durability,
             limits=limits,
             recorder=recorder,
             sessions=sessions,

@@ -11,10 +11,11 @@ import sys
 import time
 from typing import Any
 
+from benchmarks.fleet import MAX_CONNECTIONS
 from benchmarks.procs import BenchError
 from benchmarks.report import check_targets, machine, text_report
-from benchmarks.runner import IDLE_MS, MAX_CONNECTIONS, Options, Progress, Run
-from benchmarks.scenarios import FULL, PACED_MS
+from benchmarks.runner import Options, Progress, Run
+from benchmarks.scenarios import FULL, PACED_MS, select
 
 _EPILOG = f"""\
 scenarios: {", ".join(s.name for s in FULL)} (a prefix selects several: sse, paced, durability)
@@ -65,6 +66,11 @@ def _bench(args: argparse.Namespace) -> int:
         against_pids=args.against_pid,
         mock_port=mock_port,
     )
+    try:
+        select(options.scenarios, quick_mode=options.quick)
+    except ValueError as exc:
+        print(f"wardgate bench: {exc}", file=sys.stderr)
+        return 2
     progress = Progress()
     started = time.monotonic()
     try:
@@ -78,7 +84,7 @@ def _bench(args: argparse.Namespace) -> int:
                     "durability": options.durability,
                     "max_connections": MAX_CONNECTIONS,
                     "paced_ms": PACED_MS,
-                    "idle_ms": IDLE_MS,
+                    "idle_ms": run.idle_ms,
                     "against": options.against,
                     "mock_ports": run.mock_ports,
                 },
@@ -86,9 +92,6 @@ def _bench(args: argparse.Namespace) -> int:
             progress.log(f"wardgate bench: {run.cpus.note}; temp dir {run.workdir}")
             scenarios = run.all()
             failures = run.failures
-    except ValueError as exc:
-        print(f"wardgate bench: {exc}", file=sys.stderr)
-        return 2
     except BenchError as exc:
         print(f"wardgate bench: {exc}", file=sys.stderr)
         return 1

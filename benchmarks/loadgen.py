@@ -20,7 +20,9 @@ import msgspec
 import uvloop
 
 PROGRESS_EVERY_S: Final = 0.25
-MAX_CONNECTING: Final = 64  # connects in flight at once: stays under asyncio's default accept backlog (100)
+# Connections not yet known to be accepted, at most: stays under asyncio's default accept backlog (100),
+# past which the kernel drops SYNs and the client retries only after a second.
+MAX_CONNECTING: Final = 64
 _HEAD, _LENGTH, _SIZE, _DATA, _DATA_END, _TRAILER = range(6)
 
 
@@ -96,6 +98,7 @@ class Client(asyncio.Protocol):
         self.last_event_at = 0.0
         self.last_byte_nl = False
         self.status = 0
+        self.on_end: Callable[[], None] = lambda: None  # the connection left the job
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -224,6 +227,7 @@ class Client(asyncio.Protocol):
         if not self.finished:
             self.finished = True
             self.job.connection_finished()
+            self.on_end()
             if self.transport is not None:
                 self.transport.close()
 
@@ -236,15 +240,14 @@ class Client(asyncio.Protocol):
             self.finish()
 
 
-async def _connect_all(
-    job: Job, host: str, port: int, n: int, on_first_event: Callable[[], None] | None = None
-) -> list[Client]:
+async def _connect_all(job: Job, host: str, port: int, n: int) -> list[Client]:
+    """``n`` connections, established before the measured part starts (the target is idle then)."""
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(MAX_CONNECTING)
     clients: list[Client] = []
 
     async def one() -> None:
-        client = Client(job, on_first_event)
+        client = Client(job)
         async with gate:
             try:
                 await loop.create_connection(lambda: client, host, port)
@@ -260,6 +263,43 @@ async def _connect_all(
     if not clients:
         job.all_done.set_result(None)
     return clients
+
+
+async def _open_streams(job: Job, host: str, port: int, n: int, ready: asyncio.Future[None]) -> None:
+    """``n`` streams, each sent as soon as it connects; a slot frees when its first event arrives.
+
+    A stream with its first event was certainly accepted, so the accept queue never overflows.
+    """
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(MAX_CONNECTING)
+    job.live = n
+
+    async def one() -> None:
+        await gate.acquire()
+        slot: asyncio.Future[None] = loop.create_future()
+
+        def first_event() -> None:
+            if not slot.done():
+                slot.set_result(None)
+            if job.first_events == n and not ready.done():
+                ready.set_result(None)
+
+        client = Client(job, first_event)
+        try:
+            await loop.create_connection(lambda: client, host, port)
+        except OSError as exc:
+            job.error(f"connect failed: {exc}")
+            job.connection_finished()
+            gate.release()
+            return
+        client.on_end = lambda: None if slot.done() else slot.set_result(None)
+        client.send(time.perf_counter())
+        await slot
+        gate.release()
+
+    async with asyncio.TaskGroup() as tasks:
+        for i in range(n):
+            tasks.create_task(one(), name=f"stream-{i}")
 
 
 def _summary(job: Job, op_started: float, started: float, cpu0: float) -> dict[str, Any]:
@@ -323,16 +363,9 @@ class Worker:
         job = Job(base64.b64decode(cmd["request"]), deadline=None, max_requests=n)
         started = time.perf_counter()
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def first_event() -> None:
-            if job.first_events == n and not ready.done():
-                ready.set_result(None)
-
         async with asyncio.TaskGroup() as tasks:
             progress = tasks.create_task(self._progress(job), name="progress")
-            clients = await _connect_all(job, cmd["host"], int(cmd["port"]), n, first_event)
-            for client in clients:
-                client.send(time.perf_counter())
+            tasks.create_task(_open_streams(job, cmd["host"], int(cmd["port"]), n, ready), name="open")
             done = job.all_done
             await asyncio.wait([ready, done], return_when=asyncio.FIRST_COMPLETED)
             open_now = job.first_events - job.completed - job.errors

@@ -170,6 +170,17 @@ class Child:
     def memory_kib(self) -> dict[str, int]:
         return memory_kib(self.pid)
 
+    def line(self, timeout_s: float) -> str:
+        """The child's next stdout line.
+
+        Raises:
+            BenchError: it exited or stayed silent; the message ends with its last log lines.
+        """
+        try:
+            return self.reader.line(timeout_s)
+        except BenchError as exc:
+            raise BenchError(f"{exc}; its log ends:\n{self.log_tail()}") from None
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -239,7 +250,7 @@ class JsonChannel:
         self.stdin = child.proc.stdin
 
     def receive(self, timeout_s: float) -> dict[str, Any]:
-        message: dict[str, Any] = json.loads(self.child.reader.line(timeout_s))
+        message: dict[str, Any] = json.loads(self.child.line(timeout_s))
         if "error" in message:
             raise BenchError(f"{self.child.name}: {message['error']}")
         return message

@@ -17,6 +17,9 @@ Kind = Literal["run", "hold"]
 MODEL = "mock-gpt"
 SSE_TOKENS = 64
 PACED_MS = 2.0
+# The idle streams' one token comes this late: longer than opening them all takes through the gateway.
+IDLE_MS = 10_000.0
+QUICK_IDLE_MS = 3_000.0
 LONG_STREAM_BYTES = 100_000_000
 QUICK_LONG_STREAM_BYTES = 10_000_000
 _PROMPT_TEXT = (
@@ -70,7 +73,7 @@ FULL: tuple[Scenario, ...] = (
         3,
         duration_s=None,
         requests=1,
-        warmup=4,
+        warmup=8,
         body_bytes=LONG_STREAM_BYTES,
     ),
     Scenario(
@@ -80,7 +83,7 @@ FULL: tuple[Scenario, ...] = (
         True,
         1,
         2000,
-        3,
+        2,
         duration_s=None,
         kind="hold",
         warmup=0,
@@ -122,7 +125,7 @@ def quick(scenario: Scenario) -> Scenario:
             warmup=2,
             body_bytes=QUICK_LONG_STREAM_BYTES,
         )
-    return replace(scenario, rounds=2, duration_s=0.4, warmup=min(scenario.warmup, 32))
+    return replace(scenario, rounds=1, duration_s=0.5, warmup=min(scenario.warmup, 16))
 
 
 def select(names: list[str] | None, *, quick_mode: bool) -> list[Scenario]:

@@ -1,0 +1,218 @@
+"""The processes of one benchmark run: the mock upstream, the load generator, gateways and relays.
+
+Owns every child and the run's temporary directory; starts them pinned per the CPU plan and stops them
+at the end. After a gateway stops, reads its data dir back (the recording proof). Measures nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.loadgen import raise_nofile_limit
+from benchmarks.procs import BenchError, Child, CpuPlan, JsonChannel, cpu_seconds, pin, spawn
+from benchmarks.scenarios import PACED_MS
+from benchmarks.upstream import UPSTREAMS
+from gateway.config import ConfigError, load, validate
+from parsers.events import ExchangeEnded
+from storage.reader import iter_frames
+
+MAX_CONNECTIONS = 8192  # the gateway's default (1024) would refuse the idle-streams scenario
+_LISTENING = re.compile(r"listening on http://\S+?:(\d+) ->")
+
+
+@dataclass
+class Target:
+    """Something the generator sends traffic to: direct, the floor, a gateway, another proxy."""
+
+    name: str
+    host: str
+    ports: dict[str, int]  # by upstream kind: fast, paced, idle
+    child: Child | None = None  # the process whose CPU and memory are measured
+    pids: list[int] = field(default_factory=list)  # --against-pid: measured by pid alone
+    data_dir: Path | None = None  # a recording gateway's data dir: what the proof reads
+    sent: int = 0  # complete exchanges the generator saw through this target
+
+    def cpu_s(self) -> float | None:
+        if self.child is not None:
+            return self.child.cpu_s()
+        if self.pids:
+            return sum(cpu_seconds(pid) for pid in self.pids)
+        return None
+
+
+def count_recorded(data_dir: Path) -> tuple[Counter[str], int]:
+    """Outcomes of the ``exchangeended`` frames in a data dir, and how many frames it holds."""
+    outcomes: Counter[str] = Counter()
+    frames = 0
+    for stored in iter_frames(data_dir):
+        frames += 1
+        event = stored.frame.event
+        if isinstance(event, ExchangeEnded):
+            outcomes[event.outcome] += 1
+    return outcomes, frames
+
+
+def _python(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.glob("*") if p.is_file()) if path.is_dir() else 0
+
+
+class Fleet:
+    """``with Fleet(...) as fleet``: the mock and the load generator run until the block ends."""
+
+    def __init__(self, cpus: CpuPlan, *, idle_ms: float, mock_port: int = 0) -> None:
+        self.cpus = cpus
+        self.idle_ms = idle_ms
+        self.mock_port = mock_port
+        self.workdir = Path(tempfile.mkdtemp(prefix="wardgate-bench-"))
+        self.mock_ports: dict[str, int] = {}
+        self._loadgen: JsonChannel | None = None
+        self._children: list[Child] = []
+        self._serial = 0
+
+    def __enter__(self) -> Fleet:
+        raise_nofile_limit()  # inherited by every child
+        try:
+            self._start_shared()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def loadgen(self) -> JsonChannel:
+        if self._loadgen is None:
+            raise BenchError("the load generator is not running")
+        return self._loadgen
+
+    def _spawn(self, name: str, argv: list[str], cpus: set[int] | None, *, stdin: bool = False) -> Child:
+        child = spawn(name, argv, self.workdir, cpus, stdin=stdin)
+        self._children.append(child)
+        return child
+
+    def _start_shared(self) -> None:
+        args = [
+            "--paced-ms",
+            str(PACED_MS),
+            "--idle-ms",
+            str(self.idle_ms),
+            "--base-port",
+            str(self.mock_port),
+        ]
+        upstream = self._spawn("mock-upstream", _python("benchmarks.upstream", *args), self.cpus.upstream)
+        ports = json.loads(upstream.line(30))
+        self.mock_ports = {name: int(ports[name]) for name in UPSTREAMS}
+        loadgen = self._spawn("loadgen", _python("benchmarks.loadgen"), self.cpus.loadgen, stdin=True)
+        self._loadgen = JsonChannel(loadgen)
+        self._loadgen.receive(30)  # hello: it is up and has raised its fd limit
+
+    def direct(self) -> Target:
+        return Target("direct", "127.0.0.1", dict(self.mock_ports))
+
+    def against(self, url: str, pids: list[int]) -> Target:
+        """Another proxy, already listening: URL's port forwards to fast, +1 to paced, +2 to idle.
+
+        Raises:
+            BenchError: a malformed URL, or nothing listening on its port.
+        """
+        match = re.fullmatch(r"http://([^/:]+|\[[^\]]+\]):(\d+)/?", url)
+        if match is None:
+            raise BenchError(f"--against: expected http://HOST:PORT, got {url!r}")
+        host, port = match.group(1).strip("[]"), int(match.group(2))
+        ports = {}
+        for i, name in enumerate(UPSTREAMS):
+            with socket.socket() as sock:
+                sock.settimeout(1.0)
+                if sock.connect_ex((host, port + i)) == 0:
+                    ports[name] = port + i
+        if "fast" not in ports:
+            raise BenchError(f"--against: nothing listening on {host}:{port}")
+        return Target("against", host, ports, pids=pids)
+
+    def gateway(self, label: str, durability: str) -> Target:
+        """A fresh ``wardgate serve`` process (new data dir) with one listener per upstream kind."""
+        self._serial += 1
+        data_dir = self.workdir / f"data-{self._serial:02d}-{label}"
+        config = self.workdir / f"gateway-{self._serial:02d}.toml"
+        listeners = "".join(
+            f'[[listeners]]\nname = "{name}"\nlisten = "127.0.0.1:0"\n'
+            f'upstream = "http://127.0.0.1:{self.mock_ports[name]}"\n\n'
+            for name in UPSTREAMS
+        )
+        # The admin listener stays on (as deployed) but on a free port: two gateways run side by side.
+        config.write_text(
+            f"{listeners}[limits]\nmax_connections = {MAX_CONNECTIONS}\n\n"
+            f'[storage]\ndata_dir = "{data_dir}"\ndurability = "{durability}"\n\n'
+            '[admin]\nlisten = "127.0.0.1:0"\n'
+        )
+        try:
+            validate(load(config))
+        except ConfigError as exc:
+            raise BenchError(f"the gateway config the bench writes is no longer valid: {exc}") from None
+        argv = _python("gateway.cli", "serve", "--config", str(config), "--log-level", "warning")
+        child = self._spawn(f"gateway-{self._serial:02d}-{label}", argv, self.cpus.target)
+        ports: dict[str, int] = {}
+        while len(ports) < len(UPSTREAMS):  # listeners print in config order; other lines are skipped
+            found = _LISTENING.search(child.line(60))
+            if found is not None:
+                ports[UPSTREAMS[len(ports)]] = int(found.group(1))
+        pin(child.pid, self.cpus.target)  # again: its threads exist now
+        return Target(label, "127.0.0.1", ports, child=child, data_dir=data_dir)
+
+    def relay(self, label: str) -> Target:
+        """A fresh byte relay (the floor) with one listener per upstream kind."""
+        self._serial += 1
+        upstreams = [f"127.0.0.1:{self.mock_ports[name]}" for name in UPSTREAMS]
+        argv = _python("benchmarks.relay", *upstreams)
+        child = self._spawn(f"relay-{self._serial:02d}-{label}", argv, self.cpus.target)
+        ports = json.loads(child.line(30))
+        return Target(label, "127.0.0.1", dict(zip(UPSTREAMS, map(int, ports), strict=True)), child=child)
+
+    def stop(self, targets: list[Target], proof: dict[str, dict[str, Any]], failures: list[str]) -> None:
+        """Stop the targets' processes; add what each gateway recorded to ``proof``, then drop its data."""
+        for target in targets:
+            if target.child is None:
+                continue
+            code = target.child.stop()
+            self._children.remove(target.child)
+            if code != 0:
+                failures.append(f"{target.child.name} exited with code {code}:\n{target.child.log_tail()}")
+            if target.data_dir is None:
+                continue
+            outcomes, frames = count_recorded(target.data_dir)
+            entry = proof.setdefault(
+                target.name, {"sent": 0, "recorded": 0, "other": 0, "frames": 0, "log_bytes": 0}
+            )
+            entry["sent"] += target.sent
+            entry["recorded"] += outcomes.pop("complete", 0)
+            entry["other"] += sum(outcomes.values())
+            entry["frames"] += frames
+            entry["log_bytes"] += _dir_bytes(target.data_dir / "segments")
+            shutil.rmtree(target.data_dir, ignore_errors=True)
+
+    def close(self) -> None:
+        if self._loadgen is not None:
+            try:
+                self._loadgen.stdin.write(b'{"op": "quit"}\n')
+                self._loadgen.stdin.flush()
+            except OSError:
+                pass  # it is gone already; stop() below reaps it
+        for child in reversed(self._children):
+            child.stop(timeout_s=10)
+        self._children.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -102,16 +102,20 @@ def parse_address(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def serve(upstreams: list[tuple[str, int]]) -> None:
-    """Print the listening ports as one JSON list (in the order of ``upstreams``), relay until SIGTERM."""
+async def serve(upstreams: list[tuple[str, int]], base_port: int = 0) -> None:
+    """Print the listening ports as one JSON list (in the order of ``upstreams``), relay until SIGTERM.
+
+    With ``base_port`` the i-th upstream is relayed from ``base_port + i`` (to stand in for ``--against``).
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     servers = []
-    for host, port in upstreams:
+    for i, (host, port) in enumerate(upstreams):
         relay = Relay(host, port)
-        servers.append(await loop.create_server(relay.accept, "127.0.0.1", 0, backlog=BACKLOG))
+        listen_port = base_port + i if base_port else 0
+        servers.append(await loop.create_server(relay.accept, "127.0.0.1", listen_port, backlog=BACKLOG))
     print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
     await stop.wait()
     for server in servers:
@@ -121,9 +125,10 @@ async def serve(upstreams: list[tuple[str, int]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.relay", description=__doc__)
     parser.add_argument("upstream", nargs="+", type=parse_address, help="HOST:PORT to relay to")
+    parser.add_argument("--base-port", type=int, default=0, help="listen on PORT, PORT+1, ... (default: any)")
     args = parser.parse_args(argv)
     raise_nofile_limit()
-    uvloop.run(serve(args.upstream))
+    uvloop.run(serve(args.upstream, args.base_port))
     return 0
 
 

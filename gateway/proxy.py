@@ -11,15 +11,13 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import NoReturn
 
-import msgspec
-
 from gateway.config import Durability, LimitsConfig
+from gateway.forwarding import client_response_head, error_response, first, upstream_request_head
 from gateway.ids import new_id
 from gateway.recorder import Recorder, RecordingFailed
-from gateway.sessions import EXCHANGE_HEADER, SESSION_HEADER, BadSessionHeader, SessionTracker
+from gateway.sessions import SESSION_HEADER, BadSessionHeader, SessionTracker
 from gateway.upstream import UpstreamConnection, UpstreamPool, UpstreamUnavailable
 from parsers.events import (
     ANONYMOUS,
@@ -30,7 +28,6 @@ from parsers.events import (
     ExchangeEnded,
     ExchangeStarted,
     GatewayError,
-    Headers,
     Identity,
     MessageEnd,
     ParseFailed,
@@ -38,7 +35,7 @@ from parsers.events import (
     ResponseHead,
     SessionStarted,
 )
-from parsers.http1 import Http1Connection, Role, end_to_end, render_response
+from parsers.http1 import Http1Connection, Role, render_response
 from storage.codec import Frame
 
 logger = logging.getLogger("wardgate.proxy")
@@ -194,7 +191,7 @@ class ClientConnection:
         """Forward one request and its response. Returns whether the connection may be kept alive."""
         ctx = self.ctx
         now = time.time_ns()
-        session_header = _first(head.headers, SESSION_HEADER)
+        session_header = first(head.headers, SESSION_HEADER)
         bad_session = ""
         try:
             ref = ctx.sessions.resolve(session_header, self.identity, self.client_ip, now)
@@ -234,45 +231,19 @@ class ClientConnection:
             raise RecordingFailed(str(self.ctx.recorder.failure))
         if head.method == b"CONNECT":
             raise _Refusal(501, "not_implemented", "CONNECT tunnels are not supported by this gateway")
-        if _first(head.headers, b"upgrade") is not None:
+        if first(head.headers, b"upgrade") is not None:
             raise _Refusal(501, "not_implemented", "protocol upgrades (WebSocket, h2c) are not supported yet")
-        length = _first(head.headers, b"content-length")
+        length = first(head.headers, b"content-length")
         if length is not None and int(length) > limits.max_body_bytes:
             raise _Refusal(
                 413, "body_too_large", f"request body of {int(length)} bytes exceeds {limits.max_body_bytes}"
             )
 
-    def _forwarded_head(self, head: RequestHead) -> RequestHead:
-        """The request head as the upstream gets it: hop-by-hop fields out, proxy fields in."""
-        ctx = self.ctx
-        headers: Headers = []
-        original_host = b""
-        for name, value in end_to_end(head.headers):
-            lower = name.lower()
-            if lower == b"host":
-                original_host = value
-                continue
-            if lower == b"expect":
-                continue  # the gateway answers 100-continue itself
-            headers.append((name, value))
-        ip = self.client_ip.encode()
-        headers.insert(0, (b"Host", ctx.upstream_authority))
-        headers.append((b"X-Forwarded-For", _appended(head.headers, b"x-forwarded-for", ip)))
-        if original_host:
-            headers.append((b"X-Forwarded-Host", original_host))
-        headers.append((b"X-Forwarded-Proto", b"http"))
-        node = b'"[%s]"' % ip if b":" in ip else ip
-        forwarded = b"for=%s;proto=http" % node
-        if original_host:
-            forwarded += b';host="%s"' % original_host.replace(b'"', b"")
-        headers.append((b"Forwarded", _appended(head.headers, b"forwarded", forwarded)))
-        if _first(head.headers, b"transfer-encoding") is not None:
-            headers.append((b"Transfer-Encoding", b"chunked"))
-        return RequestHead(method=head.method, target=ctx.upstream_prefix + head.target, headers=headers)
-
     async def _forward_request(self, ex: _Exchange, head: RequestHead) -> UpstreamConnection:
         ctx = self.ctx
-        forwarded = self._forwarded_head(head)
+        forwarded = upstream_request_head(
+            head, client_ip=self.client_ip, authority=ctx.upstream_authority, prefix=ctx.upstream_prefix
+        )
         self._emit(Direction.TO_UPSTREAM, forwarded, ex.id)
         if self.http.peer_waiting_for_100_continue:
             self.writer.write(self.http.send(ResponseHead(status=100, headers=[], reason=b"Continue")))
@@ -374,15 +345,7 @@ class ClientConnection:
                     case ResponseHead():
                         self._emit(Direction.FROM_UPSTREAM, event, ex.id)
                         ex.status = event.status
-                        out = ResponseHead(
-                            status=event.status,
-                            reason=event.reason,
-                            headers=[
-                                *end_to_end(event.headers),
-                                (b"X-Wardgate-Session", ex.session_id.encode()),
-                                (b"X-Wardgate-Exchange", ex.id.encode()),
-                            ],
-                        )
+                        out = client_response_head(event, session_id=ex.session_id, exchange_id=ex.id)
                         self._emit(Direction.TO_CLIENT, out, ex.id)
                         self._write(self.http.send(out))
                         ex.response_started = True
@@ -479,18 +442,7 @@ class ClientConnection:
             self.writer.transport.abort()
             return
         ex.status = status
-        body = msgspec.json.encode({"error": {"message": message, "type": "wardgate_error", "code": kind}})
-        head = ResponseHead(
-            status=status,
-            reason=HTTPStatus(status).phrase.encode(),
-            headers=[
-                (b"Content-Type", b"application/json"),
-                (b"Content-Length", str(len(body)).encode()),
-                (b"Connection", b"close"),
-                (b"X-Wardgate-Session", ex.session_id.encode()),
-                (b"X-Wardgate-Exchange", ex.id.encode()),
-            ],
-        )
+        head, body = error_response(status, kind, message, session_id=ex.session_id, exchange_id=ex.id)
         try:
             self._record_error(ex, kind, status, message)
             self._emit(Direction.TO_CLIENT, head, ex.id)
@@ -562,16 +514,4 @@ class _Refusal(Exception):
         self.message = message
 
 
-def _first(headers: Headers, lower_name: bytes) -> bytes | None:
-    for name, value in headers:
-        if name.lower() == lower_name:
-            return value
-    return None
-
-
-def _appended(headers: Headers, lower_name: bytes, value: bytes) -> bytes:
-    existing = [v for n, v in headers if n.lower() == lower_name]
-    return b", ".join([*existing, value])
-
-
-__all__ = ["EXCHANGE_HEADER", "ClientConnection", "ExchangeAborted", "ProxyContext", "ProxyStats"]
+__all__ = ["ClientConnection", "ExchangeAborted", "ProxyContext", "ProxyStats"]

@@ -13,8 +13,7 @@ from typing import NamedTuple
 from gateway.ids import new_id
 from parsers.events import Identity
 
-SESSION_HEADER = b"x-wardgate-session"
-EXCHANGE_HEADER = b"x-wardgate-exchange"
+SESSION_HEADER = b"x-wardgate-session"  # lowercased, for lookups
 # The client's own session names end up in terminals, file names and SQL parameters: keep them plain.
 _VALID_SESSION = re.compile(rb"[A-Za-z0-9._:@-]{1,128}")
 
@@ -68,4 +67,4 @@ class SessionTracker:
         return SessionRef(session_id, "assigned", True)
 
 
-__all__ = ["EXCHANGE_HEADER", "SESSION_HEADER", "BadSessionHeader", "SessionRef", "SessionTracker"]
+__all__ = ["SESSION_HEADER", "BadSessionHeader", "SessionRef", "SessionTracker"]

@@ -133,6 +133,49 @@ class ExchangeEnded(Event, frozen=True, kw_only=True):
     response_bytes: int = 0
 
 
+# --- Records of the log itself (written by the recorder, no connection: conn_id "", exchange_id "") ----
+
+
+class Checkpoint(Event, frozen=True, kw_only=True):
+    """A signed statement: the log up to ``(segment, offset)`` has ``frames`` records ending in ``chain``.
+
+    The statement covers the records *before* this one (its own bytes cannot be in its signature). The
+    signature is Ed25519 over ``storage.checkpoints.checkpoint_message(...)``, which is domain-separated.
+    """
+
+    segment: int
+    offset: int  # where this checkpoint record starts
+    chain: bytes  # the chain hash in force at ``offset`` (the previous record's, or the segment header's)
+    frames: int  # records in the whole log before ``offset``, removed segments included
+    ts_ns: int
+    key_id: bytes  # the first 8 bytes of sha256(public key): which key signed
+    signature: bytes
+    reason: str = ""  # interval | rotation | shutdown | requested | recovery
+
+
+class Recovered(Event, frozen=True, kw_only=True):
+    """The recorder repaired the log: a torn tail cut at startup, or a segment sealed after a failed write."""
+
+    kind: str  # torn_tail (cut at startup after a crash) | sealed (write or fsync failed; new segment)
+    segment: int
+    offset: int  # where the good records of that segment end
+    bytes_cut: int  # bytes after ``offset`` that are no longer part of the log
+    reason: str
+    carried_frames: int = 0  # sealed: unsynced frames written again after this record, in order
+
+
+class Retention(Event, frozen=True, kw_only=True):
+    """Whole segments were removed by the retention policy; the log legitimately starts later."""
+
+    removed: list[int]  # segment numbers removed
+    first_kept: int  # the oldest segment kept after the removal
+    chain: bytes  # that segment's header chain: where the removed part of the chain ended
+    removed_bytes: int
+    reason: str  # max_age | size_budget | both
+    held_sessions: list[str] = []  # sessions on legal hold whose segments were kept
+    kept_segments: list[int] = []  # old segments kept only because of a legal hold
+
+
 RecordedEvent = (
     RequestHead
     | ResponseHead
@@ -146,11 +189,15 @@ RecordedEvent = (
     | ExchangeStarted
     | GatewayError
     | ExchangeEnded
+    | Checkpoint
+    | Recovered
+    | Retention
 )
 
 __all__ = [
     "ANONYMOUS",
     "BodyChunk",
+    "Checkpoint",
     "ConnectionClosed",
     "Direction",
     "Event",
@@ -162,8 +209,10 @@ __all__ = [
     "MessageEnd",
     "ParseFailed",
     "RecordedEvent",
+    "Recovered",
     "RequestHead",
     "ResponseHead",
+    "Retention",
     "SessionStarted",
     "SseComment",
     "SseMessage",

@@ -15,6 +15,7 @@ import msgspec
 from parsers.events import (
     ANONYMOUS,
     BodyChunk,
+    Checkpoint,
     ConnectionClosed,
     Direction,
     ExchangeEnded,
@@ -23,8 +24,10 @@ from parsers.events import (
     Identity,
     MessageEnd,
     ParseFailed,
+    Recovered,
     RequestHead,
     ResponseHead,
+    Retention,
     SessionStarted,
     SseComment,
     SseMessage,
@@ -142,7 +145,7 @@ class _Open:
             case ExchangeEnded():
                 self.ended = event
                 return
-            case ExchangeStarted() | SessionStarted():
+            case ExchangeStarted() | SessionStarted() | Checkpoint() | Recovered() | Retention():
                 return
             case MessageEnd() | ConnectionClosed() | ParseFailed() | SseMessage() | SseComment():
                 pass

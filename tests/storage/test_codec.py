@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from parsers.events import (
     BodyChunk,
+    Checkpoint,
     ConnectionClosed,
     Direction,
     ExchangeEnded,
@@ -16,8 +17,10 @@ from parsers.events import (
     MessageEnd,
     ParseFailed,
     RecordedEvent,
+    Recovered,
     RequestHead,
     ResponseHead,
+    Retention,
     SessionStarted,
     SseComment,
     SseMessage,
@@ -89,6 +92,36 @@ events: st.SearchStrategy[RecordedEvent] = st.one_of(
     st.builds(
         ExchangeEnded, outcome=texts, status=st.integers(0, 599), request_bytes=small, response_bytes=small
     ),
+    st.builds(
+        Checkpoint,
+        segment=small,
+        offset=small,
+        chain=st.binary(min_size=32, max_size=32),
+        frames=small,
+        ts_ns=i64,
+        key_id=st.binary(max_size=8),
+        signature=st.binary(max_size=64),
+        reason=texts,
+    ),
+    st.builds(
+        Recovered,
+        kind=st.sampled_from(["torn_tail", "sealed"]),
+        segment=small,
+        offset=small,
+        bytes_cut=small,
+        reason=texts,
+        carried_frames=small,
+    ),
+    st.builds(
+        Retention,
+        removed=st.lists(small, max_size=4),
+        first_kept=small,
+        chain=st.binary(min_size=32, max_size=32),
+        removed_bytes=small,
+        reason=texts,
+        held_sessions=st.lists(texts, max_size=3),
+        kept_segments=st.lists(small, max_size=3),
+    ),
 )
 
 frames = st.builds(
@@ -108,4 +141,4 @@ def test_decode_of_encode_is_identity(frame: Frame) -> None:
 
 
 def test_every_event_type_is_covered() -> None:
-    assert len(RecordedEvent.__args__) == 12  # a new event type needs a strategy above
+    assert len(RecordedEvent.__args__) == 15  # a new event type needs a strategy above

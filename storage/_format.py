@@ -42,6 +42,14 @@ class Position(NamedTuple):
     offset: int
 
 
+class Anchor(NamedTuple):
+    """A point of the log: before ``position`` lie ``records`` records, the last one ending in ``chain``."""
+
+    position: Position
+    chain: bytes
+    records: int
+
+
 class SegmentHeader(NamedTuple):
     version: int
     number: int
@@ -195,6 +203,7 @@ __all__ = [
     "RECORD_HEAD",
     "RECORD_OVERHEAD",
     "ZERO_CHAIN",
+    "Anchor",
     "Position",
     "SegmentHeader",
     "SegmentScan",

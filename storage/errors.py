@@ -17,8 +17,18 @@ class CorruptLog(StorageError):
         self.reason = reason
 
 
+class LogWriteFailed(StorageError):
+    """A write or fsync of the segment log failed; the segment is sealed and is never synced again."""
+
+    def __init__(self, segment: int, operation: str, error: OSError) -> None:
+        super().__init__(f"segment {segment:012d}: {operation} failed: {error}")
+        self.segment = segment
+        self.operation = operation  # write | fsync | create
+        self.errno = error.errno
+
+
 class DataDirBusy(StorageError):
     """Another process (a running gateway) holds the data directory lock."""
 
 
-__all__ = ["CorruptLog", "DataDirBusy", "StorageError"]
+__all__ = ["CorruptLog", "DataDirBusy", "LogWriteFailed", "StorageError"]

@@ -1,7 +1,9 @@
 """Reading frames back from the segment log, also while a gateway is still appending to it.
 
-Readers see every complete record and stop quietly at a torn or half-written tail. They never write,
-never take the data directory lock, and never start threads: a follower polls ``SegmentCursor.read_new``.
+Readers see every complete record and stop quietly at a torn or half-written tail. They step over
+segments retention removed (where the next kept segment opens with a checkpoint); ``verify`` judges
+whether a removal was legitimate. They never write, never take the data directory lock, and never
+start threads: a follower polls ``SegmentCursor.read_new``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from storage._anchors import read_opening
 from storage._format import (
     CHAIN_BYTES,
     HEADER_BYTES,
@@ -85,9 +88,21 @@ class SegmentCursor:
         elif position.segment not in numbers:
             if position.segment > numbers[-1]:
                 return None
-            raise CorruptLog(position.segment, 0, "segment file is missing")
+            following = min(n for n in numbers if n > position.segment)
+            if position.offset != HEADER_BYTES or not _opens_with_checkpoint(self.data_dir, following):
+                raise CorruptLog(position.segment, 0, "segment file is missing")
+            # Retention removed segments here; the next kept one opens with a checkpoint of its chain.
+            position = Position(following, HEADER_BYTES)
         self._position = position
         return position
+
+
+def _opens_with_checkpoint(data_dir: Path, number: int) -> bool:
+    try:
+        _, opening = read_opening(data_dir, number)
+    except (OSError, StorageError):
+        return False
+    return opening is not None
 
 
 def chain_before(data_dir: Path, position: Position) -> bytes | None:

@@ -1,6 +1,19 @@
-"""The SQLite index schema (derived data: a version change simply drops and rebuilds it from the log)."""
+"""The SQLite index schema and the row <-> ExchangeRecord mapping (derived data: a version change simply
+drops and rebuilds it from the log)."""
 
 from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from parsers.events import Identity
+from parsers.openai import ToolCall
+from storage.assemble import ExchangeRecord
+
+_identity_decoder = msgspec.json.Decoder(Identity)
+_tool_calls_decoder = msgspec.json.Decoder(list[ToolCall])
+_json = msgspec.json.Encoder()
 
 SCHEMA_VERSION = 2
 
@@ -176,6 +189,25 @@ DROP TABLE IF EXISTS sessions;
 DROP TABLE IF EXISTS index_state;
 """
 
+
+def row_of(record: ExchangeRecord) -> tuple[Any, ...]:
+    values = msgspec.structs.asdict(record)
+    values["email"] = record.identity.email
+    values["identity"] = _json.encode(record.identity).decode()
+    values["tool_calls"] = _json.encode(record.tool_calls).decode()
+    values["stream"] = int(record.stream)
+    return tuple(values[column] for column in EXCHANGE_COLUMNS)
+
+
+def record_of(row: Any) -> ExchangeRecord:
+    values = dict(zip(EXCHANGE_COLUMNS, row, strict=True))
+    del values["email"]
+    values["identity"] = _identity_decoder.decode(values["identity"])
+    values["tool_calls"] = _tool_calls_decoder.decode(values["tool_calls"])
+    values["stream"] = bool(values["stream"])
+    return ExchangeRecord(**values)
+
+
 __all__ = [
     "CREATE",
     "DROP",
@@ -184,4 +216,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "SELECT_EXCHANGE",
     "UPSERT_EXCHANGE",
+    "record_of",
+    "row_of",
 ]

@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiosqlite
-import msgspec
 
-from parsers.events import Identity
-from parsers.openai import ToolCall
 from storage import _schema
 from storage._format import Position
 from storage.assemble import ExchangeAssembler, ExchangeRecord
@@ -44,10 +42,6 @@ _SELECT_SESSION = (
     "SELECT s.id, s.subject, s.email, s.client_addr, s.first_ns, s.last_ns, s.exchanges, s.errors, s.models"
     " FROM sessions AS s"
 )
-
-_identity_decoder = msgspec.json.Decoder(Identity)
-_tool_calls_decoder = msgspec.json.Decoder(list[ToolCall])
-_json = msgspec.json.Encoder()
 
 
 def index_path(data_dir: Path) -> Path:
@@ -171,7 +165,7 @@ class SqliteIndex:
         db = self._db
         await db.execute("BEGIN IMMEDIATE")
         try:
-            await db.executemany(_schema.UPSERT_EXCHANGE, [_row(record) for record in records])
+            await db.executemany(_schema.UPSERT_EXCHANGE, [_schema.row_of(record) for record in records])
             sessions = sorted({record.session_id for record in records})
             await db.executemany(_schema.REFRESH_SESSION, [{"id": session} for session in sessions])
             await db.execute(
@@ -207,6 +201,62 @@ class SqliteIndex:
         await self._db.executescript(_schema.DROP)
         await self._db.executescript(_schema.CREATE)
         return None
+
+    async def forget_segments(self, segments: Collection[int]) -> int:
+        """Delete the exchanges that start in ``segments`` (removed by retention); returns how many.
+
+        Sessions are recomputed from the exchanges left, and dropped when none is left.
+        """
+        self._require_writable()
+        numbers = sorted(set(segments))
+        if not numbers:
+            return 0
+        marks = ", ".join("?" for _ in numbers)
+        db = self._db
+        async with self._busy:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = await db.execute_fetchall(
+                    f"SELECT DISTINCT session_id FROM exchanges WHERE start_segment IN ({marks})", numbers
+                )
+                sessions = [{"id": row[0]} for row in rows]
+                cursor = await db.execute(f"DELETE FROM exchanges WHERE start_segment IN ({marks})", numbers)
+                deleted = cursor.rowcount
+                await db.executemany(
+                    "DELETE FROM sessions WHERE id = :id"
+                    " AND NOT EXISTS (SELECT 1 FROM exchanges WHERE session_id = :id)",
+                    sessions,
+                )
+                await db.executemany(_schema.REFRESH_SESSION, sessions)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        return deleted
+
+    async def segments_of_sessions(self, sessions: Collection[str]) -> dict[int, set[str]]:
+        """Every segment holding frames of an indexed exchange of ``sessions``, with those sessions."""
+        found: dict[int, set[str]] = {}
+        ids = sorted(set(sessions))
+        for start in range(0, len(ids), 500):  # SQLite's bound parameter limit
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            sql = (
+                f"SELECT session_id, start_segment, end_segment FROM exchanges WHERE session_id IN ({marks})"
+            )
+            for session, first, last in await self._db.execute_fetchall(sql, chunk):
+                for number in range(int(first), int(last) + 1):
+                    found.setdefault(number, set()).add(str(session))
+        return found
+
+    async def indexed_position(self) -> Position | None:
+        """Where indexing resumes: every exchange that starts before it is in the index (None: nothing)."""
+        sql = "SELECT resume_segment, resume_offset FROM index_state WHERE id = 1"
+        async with self._db.execute(sql) as c:
+            row = await c.fetchone()
+        if row is None or row[0] is None:
+            return None
+        return Position(int(row[0]), int(row[1]))
 
     def _require_writable(self) -> None:
         if self.readonly:
@@ -250,7 +300,7 @@ class SqliteIndex:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY x.started_ns DESC, x.id DESC LIMIT ?"
         params.append(q.limit)
-        return [_record(row) for row in await self._db.execute_fetchall(sql, params)]
+        return [_schema.record_of(row) for row in await self._db.execute_fetchall(sql, params)]
 
     async def sessions(self, q: SessionQuery) -> list[SessionRow]:
         """Sessions matching every given filter, most recently active first."""
@@ -299,12 +349,12 @@ class SqliteIndex:
         rows = await self._db.execute_fetchall(
             _schema.SELECT_EXCHANGE + " WHERE x.exchange_id = ?", (exchange_id,)
         )
-        return _record(next(iter(rows))) if rows else None
+        return _schema.record_of(next(iter(rows))) if rows else None
 
     async def session_exchanges(self, session_id: str) -> list[ExchangeRecord]:
         """All exchanges of a session, oldest first (conversation order)."""
         sql = _schema.SELECT_EXCHANGE + " WHERE x.session_id = ? ORDER BY x.started_ns, x.id"
-        return [_record(row) for row in await self._db.execute_fetchall(sql, (session_id,))]
+        return [_schema.record_of(row) for row in await self._db.execute_fetchall(sql, (session_id,))]
 
     async def count_exchanges(self) -> int:
         return await _scalar(self._db, "SELECT count(*) FROM exchanges")
@@ -346,24 +396,6 @@ async def _scalar(db: aiosqlite.Connection, sql: str) -> int:
     async with db.execute(sql) as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row is not None else 0
-
-
-def _row(record: ExchangeRecord) -> tuple[Any, ...]:
-    values = msgspec.structs.asdict(record)
-    values["email"] = record.identity.email
-    values["identity"] = _json.encode(record.identity).decode()
-    values["tool_calls"] = _json.encode(record.tool_calls).decode()
-    values["stream"] = int(record.stream)
-    return tuple(values[column] for column in _schema.EXCHANGE_COLUMNS)
-
-
-def _record(row: Any) -> ExchangeRecord:
-    values = dict(zip(_schema.EXCHANGE_COLUMNS, row, strict=True))
-    del values["email"]
-    values["identity"] = _identity_decoder.decode(values["identity"])
-    values["tool_calls"] = _tool_calls_decoder.decode(values["tool_calls"])
-    values["stream"] = bool(values["stream"])
-    return ExchangeRecord(**values)
 
 
 __all__ = ["INDEX_NAME", "SqliteIndex", "index_path"]

@@ -115,6 +115,10 @@ class ExchangeStarted(Event, frozen=True, kw_only=True):
     listener: str
     protocol: str  # "http/1.1", later "h2"
     upstream: str = ""
+    tls_version: str = ""  # "TLSv1.3"; "" for plaintext
+    tls_cipher: str = ""
+    alpn: str = ""  # the protocol the TLS handshake settled on, "" when none
+    tls_peer_subject: str = ""  # the verified client certificate's subject (RFC 4514), with mTLS
 
 
 class GatewayError(Event, frozen=True, kw_only=True):

@@ -15,7 +15,7 @@ _identity_decoder = msgspec.json.Decoder(Identity)
 _tool_calls_decoder = msgspec.json.Decoder(list[ToolCall])
 _json = msgspec.json.Encoder()
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Record fields stored as plain columns, in ExchangeRecord order (identity and tool_calls go as JSON).
 EXCHANGE_COLUMNS = (
@@ -55,6 +55,8 @@ EXCHANGE_COLUMNS = (
     "start_offset",
     "end_segment",
     "end_offset",
+    "tls_version",
+    "alpn",
 )
 
 _PLACEHOLDERS = ", ".join("?" for _ in EXCHANGE_COLUMNS)
@@ -128,7 +130,9 @@ CREATE TABLE IF NOT EXISTS exchanges (
     start_segment INTEGER NOT NULL,
     start_offset INTEGER NOT NULL,
     end_segment INTEGER NOT NULL,
-    end_offset INTEGER NOT NULL
+    end_offset INTEGER NOT NULL,
+    tls_version TEXT NOT NULL DEFAULT '',
+    alpn TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS exchanges_started ON exchanges (started_ns);
 CREATE INDEX IF NOT EXISTS exchanges_session ON exchanges (session_id, started_ns);

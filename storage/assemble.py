@@ -79,6 +79,8 @@ class ExchangeRecord(msgspec.Struct, kw_only=True):
     start_offset: int = 0
     end_segment: int = 0  # the last frame read for this exchange (its ExchangeEnded when complete)
     end_offset: int = 0
+    tls_version: str = ""  # the client connection's TLS version, "" for plaintext
+    alpn: str = ""
 
     @property
     def start(self) -> Position:
@@ -198,6 +200,8 @@ class _Open:
             start_offset=self.start.offset,
             end_segment=self.end.segment,
             end_offset=self.end.offset,
+            tls_version=started.tls_version,
+            alpn=started.alpn,
         )
 
 

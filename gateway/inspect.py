@@ -29,7 +29,8 @@ from storage.lock import DataDirLock
 from storage.query import ExchangeQuery, SessionQuery, SessionRow
 from storage.reader import SegmentCursor, StoredFrame, iter_frames, recent_start
 from storage.segments import Position
-from storage.verify import verify
+from storage.signing import load_public_key, read_public_key
+from storage.verify import CHECKPOINT_FILE_SEGMENT, NO_KEY_NOTE, VerifyReport, verify
 
 DEFAULT_DATA_DIR = Path("./wardgate-data")
 TAIL_POLL_S = 0.2
@@ -92,7 +93,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         p.add_argument("--since", type=parse_time, help="2h, 30m, 7d or an ISO time (UTC unless given)")
         p.add_argument("--until", type=parse_time, help="same forms as --since")
 
-    command("verify", "check every CRC and hash-chain link of the session log", cmd_verify)
+    p = command(
+        "verify", "check every CRC, hash-chain link and signed checkpoint of the session log", cmd_verify
+    )
+    p.add_argument(
+        "--pubkey",
+        type=Path,
+        help="check checkpoint signatures with this public key (from `signing-key show`) instead of the "
+        "data dir's own: what an auditor should do",
+    )
     command("reindex", "rebuild the search index from the session log (gateway must be stopped)", cmd_reindex)
     p = command("sessions", "list recorded sessions, most recent first", cmd_sessions)
     filters(p, exchange=False)
@@ -119,28 +128,70 @@ def cmd_verify(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     if (missing := _missing(data_dir)) is not None:
         return missing
-    report = verify(data_dir)
+    try:
+        key = load_public_key(args.pubkey) if args.pubkey else read_public_key(data_dir)
+    except (OSError, StorageError) as exc:
+        print(f"wardgate: --pubkey: {exc}" if args.pubkey else f"wardgate: {exc}", file=sys.stderr)
+        return 2
+    report = verify(data_dir, public_key=key)
     if args.json:
         _json_line(sys.stdout, report)
     else:
-        size = f"{report.bytes / 1e6:,.1f} MB" if report.bytes >= 100_000 else f"{report.bytes:,} bytes"
-        print(f"{report.segments} segments, {report.frames:,} frames, {size}")
-        if report.torn_tail is not None:
-            torn = report.torn_tail
-            print(
-                f"torn tail: segment {torn.segment:012d} offset {torn.offset}: {torn.reason} "
-                "(a crash or a write in progress; the gateway cuts it on start)"
-            )
+        _print_verify(
+            report, "--pubkey " + str(args.pubkey) if args.pubkey else "the data dir (pass --pubkey)"
+        )
     if report.first_error is not None:
         bad = report.first_error
-        print(
-            f"wardgate: CORRUPT: segment {bad.segment:012d} offset {bad.offset}: {bad.reason}",
-            file=sys.stderr,
+        where = (
+            ""
+            if bad.segment == CHECKPOINT_FILE_SEGMENT
+            else f"segment {bad.segment:012d} offset {bad.offset}: "
         )
+        print(f"wardgate: CORRUPT: {where}{bad.reason}", file=sys.stderr)
         return 1
     if not args.json:
-        print("OK: every CRC and chain link verified")
+        tail = report.unanchored
+        if tail is None:
+            print("OK: every CRC and chain link verified; all of it anchored by a signed checkpoint")
+        else:
+            print(
+                f"OK: every CRC and chain link verified; UNANCHORED: {tail.frames:,} frames ({tail.bytes:,} "
+                f"bytes) from segment {tail.segment:012d} offset {tail.offset} on are covered by no signed "
+                "checkpoint (nothing vouches they were not cut or rewritten)"
+            )
     return 0
+
+
+def _print_verify(report: VerifyReport, key_source: str) -> None:
+    size = f"{report.bytes / 1e6:,.1f} MB" if report.bytes >= 100_000 else f"{report.bytes:,} bytes"
+    print(f"{report.segments} segments, {report.frames:,} frames, {size}")
+    if report.removed_segments:
+        removed = report.removed_segments
+        print(
+            f"removed by retention (as the log records): {len(removed)} segments, {removed[0]}..{removed[-1]}"
+        )
+    if report.key_fingerprint:
+        print(f"checkpoints: {report.checkpoints} signed by key {report.key_fingerprint} (from {key_source})")
+        print(f"checkpoint file: {report.checkpoint_file_entries} entries match the log")
+    else:
+        print(f"checkpoints: {report.checkpoints} consistent, signatures NOT checked (no public key)")
+    if (anchor := report.anchored) is not None:
+        signed = dt.datetime.fromtimestamp(anchor.ts_ns / 1e9, dt.UTC).isoformat(timespec="seconds")
+        print(
+            f"anchored: up to segment {anchor.segment:012d} offset {anchor.offset} "
+            f"({anchor.frames:,} frames, signed {signed})"
+        )
+    for note in report.notes:
+        if note.segment != CHECKPOINT_FILE_SEGMENT:
+            print(f"note: segment {note.segment:012d} offset {note.offset}: {note.reason}")
+        elif note.reason != NO_KEY_NOTE:
+            print(f"note: {note.reason}")
+    if report.torn_tail is not None:
+        torn = report.torn_tail
+        print(
+            f"torn tail: segment {torn.segment:012d} offset {torn.offset}: {torn.reason} "
+            "(a crash or a write in progress; the gateway cuts it on start)"
+        )
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:

@@ -11,9 +11,10 @@ import sys
 import time
 from typing import Any
 
+from benchmarks import targets
 from benchmarks.fleet import MAX_CONNECTIONS
 from benchmarks.procs import BenchError
-from benchmarks.report import check_targets, machine, text_report
+from benchmarks.report import machine, text_report
 from benchmarks.runner import Options, Progress, Run
 from benchmarks.scenarios import FULL, PACED_MS, select
 
@@ -98,7 +99,7 @@ def _bench(args: argparse.Namespace) -> int:
     document: dict[str, Any] = {
         "meta": meta,
         "scenarios": scenarios,
-        "targets": check_targets(scenarios),
+        "targets": targets.check(scenarios),
         "failures": failures,
         "ok": not failures,
         "wall_s": time.monotonic() - started,

@@ -12,6 +12,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,16 @@ class Fleet:
         loadgen = self._spawn("loadgen", _python("benchmarks.loadgen"), self.cpus.loadgen, stdin=True)
         self._loadgen = JsonChannel(loadgen)
         self._loadgen.receive(30)  # hello: it is up and has raised its fd limit
+
+    def own_cpu_s(self) -> float:
+        """CPU time of this process and every child of the run so far (dead ones excluded)."""
+        total = time.process_time()
+        for child in self._children:
+            try:
+                total += child.cpu_s()
+            except BenchError:
+                continue  # exited between the list and the read
+        return total
 
     def direct(self) -> Target:
         return Target("direct", "127.0.0.1", dict(self.mock_ports))

@@ -44,6 +44,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def machine_busy_s() -> float:
+    """CPU time all cores have spent running processes since boot (user, nice, system).
+
+    Interrupt and softirq time is left out: loopback TCP is processed there, for our own traffic too.
+    """
+    with open("/proc/stat") as f:
+        user, nice, system = (int(v) for v in f.readline().split()[1:4])
+    return (user + nice + system) / _CLK_TCK
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
     out = {"VmRSS": 0, "VmHWM": 0}
@@ -224,19 +234,22 @@ def spawn(name: str, argv: list[str], log_dir: Path, cpus: set[int] | None, *, s
 
 
 def wait_quiet(
-    child: Child, *, window_s: float = 0.1, busy_below: float = 0.03, limit_s: float = 10.0
-) -> float:
-    """Wait until the child is nearly idle (its deferred work, e.g. indexing, done); returns its CPU time.
+    child: Child, *, window_s: float = 0.1, busy_below: float = 0.03, limit_s: float = 120.0
+) -> tuple[float, bool]:
+    """Wait until the child is nearly idle (its deferred work, e.g. indexing, done).
 
-    Idle means: less than ``busy_below`` of a core used over the last ``window_s``.
+    Idle means: less than ``busy_below`` of a core used over the last ``window_s``. Returns its CPU
+    time then, and False if it was still busy after ``limit_s`` (the figure would be too low).
     """
     deadline = time.monotonic() + limit_s
     last = child.cpu_s()
     while True:
         time.sleep(window_s)
         now = child.cpu_s()
-        if now - last < busy_below * window_s or time.monotonic() > deadline:
-            return now
+        if now - last < busy_below * window_s:
+            return now, True
+        if time.monotonic() > deadline:
+            return now, False
         last = now
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from benchmarks.fleet import Fleet, Target
-from benchmarks.procs import CpuPlan, plan_cpus, reset_peak_rss, wait_quiet
+from benchmarks.procs import CpuPlan, machine_busy_s, plan_cpus, reset_peak_rss, wait_quiet
 from benchmarks.scenarios import IDLE_MS, QUICK_IDLE_MS, Scenario, chat_request, prompt, select
 
 
@@ -207,23 +207,32 @@ class Run:
             )
         timeout_s = 900.0 if scenario.body_bytes else 120.0 + (scenario.duration_s or 0)
         cpu0 = target.cpu_s()
+        machine0, own0, wall0 = machine_busy_s(), self._own_cpu_s(target), time.monotonic()
         result = self.fleet.loadgen.request(cmd, timeout_s=timeout_s, on_message=on_message)
+        cpu1: float | None = None
         if child is not None:
-            cpu1: float | None = wait_quiet(child)
+            cpu1, settled = wait_quiet(child)
+            if not settled:
+                self.failures.append(f"{label}: {child.name} was still busy long after the load ended")
         elif target.pids:
             time.sleep(0.2)
             cpu1 = target.cpu_s()
-        else:
-            cpu1 = None
+        # Other processes on the machine (a test suite, a build) disturb every figure: say how much.
+        foreign_s = machine_busy_s() - machine0 - (self._own_cpu_s(target) - own0)
         target.sent += result["completed"]
         if result["errors"]:
             self.failures.append(f"{label}: {result['errors']} errors, e.g. {result['error_samples']}")
         row = _row(scenario, result)
+        row["other_cpu_pct"] = max(0.0, 100 * foreign_s / (time.monotonic() - wall0))
         if cpu0 is not None and cpu1 is not None:
             row.update(_cpu_figures(cpu1 - cpu0, result, scenario))
         if child is not None:
             row.update(_memory_figures(memory, samples, child.memory_kib(), result, scenario))
         return row
+
+    def _own_cpu_s(self, target: Target) -> float:
+        external = target.cpu_s() if target.pids else 0.0
+        return self.fleet.own_cpu_s() + (external or 0.0)
 
     def scenario(self, scenario: Scenario, index: int, total: int) -> dict[str, Any]:
         tokens = self._calibrate_long(scenario) if scenario.body_bytes else scenario.tokens

@@ -55,13 +55,30 @@ FULL: tuple[Scenario, ...] = (
     Scenario(
         "chat-c32", "non-streamed chat, 32 connections: throughput, CPU/exchange", "fast", False, 64, 32, 5
     ),
+    Scenario("sse-c1", "SSE 64 tokens back to back, 1 stream: added TTFT", "fast", True, SSE_TOKENS, 1, 5),
     Scenario("sse-c16", "SSE 64 tokens back to back, 16 streams", "fast", True, SSE_TOKENS, 16, 5),
-    Scenario("sse-c256", "SSE 64 tokens back to back, 256 streams", "fast", True, SSE_TOKENS, 256, 5),
+    Scenario(
+        "sse-c256",
+        "SSE 64 tokens back to back, 256 streams",
+        "fast",
+        True,
+        SSE_TOKENS,
+        256,
+        5,
+        duration_s=1.0,
+    ),
     Scenario(
         "paced-c32", f"SSE 64 tokens {PACED_MS:g} ms apart, 32 streams", "paced", True, SSE_TOKENS, 32, 5
     ),
     Scenario(
-        "paced-c256", f"SSE 64 tokens {PACED_MS:g} ms apart, 256 streams", "paced", True, SSE_TOKENS, 256, 5
+        "paced-c256",
+        f"SSE 64 tokens {PACED_MS:g} ms apart, 256 streams",
+        "paced",
+        True,
+        SSE_TOKENS,
+        256,
+        5,
+        duration_s=1.0,
     ),
     Scenario(
         "long-100mb",
@@ -70,7 +87,7 @@ FULL: tuple[Scenario, ...] = (
         True,
         0,
         1,
-        3,
+        2,
         duration_s=None,
         requests=1,
         warmup=8,

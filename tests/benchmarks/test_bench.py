@@ -91,7 +91,7 @@ def test_quick_run_reports_machine_and_renders(quick_run: dict[str, Any]) -> Non
 
 
 def test_scenario_selection_by_name_and_prefix() -> None:
-    assert [s.name for s in select(["sse"], quick_mode=False)] == ["sse-c16", "sse-c256"]
+    assert [s.name for s in select(["sse"], quick_mode=False)] == ["sse-c1", "sse-c16", "sse-c256"]
     assert [s.name for s in select(["chat-c1", "durability"], quick_mode=False)] == [
         "chat-c1",
         "durability-chat",

@@ -27,7 +27,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("serve", help="run the gateway", description="Run the recording gateway.")
     p.add_argument("--config", type=Path, help="TOML config file (flags override it)")
     p.add_argument("--listen", help="HOST:PORT to accept clients on (default 127.0.0.1:8080)")
-    p.add_argument("--upstream", help="http://HOST:PORT of the model server (default http://127.0.0.1:8000)")
+    p.add_argument(
+        "--upstream", help="http[s]://HOST:PORT of the model server (default http://127.0.0.1:8000)"
+    )
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key; re-read on SIGHUP)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it verifies (mTLS)")
     p.add_argument("--data-dir", help="where the session log and index live (default ./wardgate-data)")
     p.add_argument("--durability", choices=["strict", "batched"], help="when frames reach the disk")
     p.add_argument(
@@ -50,8 +55,9 @@ def _serve(args: argparse.Namespace) -> int:
 async def _serve_async(config: Config) -> int:
     def ready(gw: Gateway) -> None:
         for (host, port), listener in zip(gw.addresses, config.listeners, strict=True):
+            scheme = "https" if listener.tls_cert else "http"
             print(
-                f"wardgate: listening on http://{host}:{port} -> {listener.upstream} "
+                f"wardgate: listening on {scheme}://{host}:{port} -> {listener.upstream} "
                 f"(data dir {config.data_dir}, durability {config.storage.durability})",
                 flush=True,
             )
@@ -64,6 +70,8 @@ async def _serve_async(config: Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         # The first signal drains (up to shutdown_grace_s); a second one cuts what is left.
         loop.add_signal_handler(sig, gateway.stop)
+    # SIGHUP re-reads TLS certificates and keys; established connections keep theirs.
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload_tls)
     await gateway.run()
     print("wardgate: stopped; log synced and indexed", file=sys.stderr, flush=True)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -23,6 +23,11 @@ class ListenerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     protocol: str = "http1"  # the client-facing parser
     name: str = "default"
     durability: Durability | None = None  # this listener's mode; None: storage.durability
+    tls_cert: str = ""  # PEM certificate chain: with tls_key, the listener speaks TLS (re-read on SIGHUP)
+    tls_key: str = ""  # PEM private key (unencrypted)
+    tls_client_ca: str = ""  # PEM CA bundle: clients must present a certificate it verifies (mTLS)
+    upstream_ca: str = ""  # PEM CA bundle for an https:// upstream instead of the system store
+    upstream_insecure: bool = False  # https:// upstream without certificate verification (logged loudly)
 
 
 class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -80,23 +85,56 @@ def split_host_port(value: str, *, field: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def parse_upstream(value: str, *, field: str) -> tuple[str, int, str]:
-    """``http://host:port[/prefix]`` to (host, port, path prefix).
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class UpstreamUrl(NamedTuple):
+    scheme: str  # "http" or "https"
+    host: str  # without brackets
+    port: int
+    prefix: str  # path prefix, "" or "/openai"
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def authority(self) -> str:
+        """The ``Host`` the upstream expects (RFC 9110 §7.2: the port only when not the default)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+
+
+def parse_upstream(value: str, *, field: str) -> UpstreamUrl:
+    """``http[s]://host[:port][/prefix]`` to its parts (default ports 80 and 443).
 
     Raises:
-        ConfigError: not an http:// URL (https:// arrives with the TLS work).
+        ConfigError: not an http:// or https:// URL.
     """
     scheme, sep, rest = value.partition("://")
-    if not sep or scheme != "http":
-        raise ConfigError(f"{field}: expected http://HOST:PORT, got {value!r}")
+    if not sep or scheme not in _DEFAULT_PORTS:
+        raise ConfigError(f"{field}: expected http://HOST:PORT or https://HOST:PORT, got {value!r}")
     authority, _, path = rest.partition("/")
     if ":" in authority.rsplit("]", 1)[-1]:
         host, port = split_host_port(authority, field=field)
     else:
-        host, port = authority.strip("[]"), 80
+        host, port = authority.strip("[]"), _DEFAULT_PORTS[scheme]
     if not host:
         raise ConfigError(f"{field}: missing host in {value!r}")
-    return host, port, "/" + path.rstrip("/") if path else ""
+    return UpstreamUrl(scheme, host, port, "/" + path.rstrip("/") if path else "")
+
+
+def _check_tls(listener: ListenerConfig, field: str) -> None:
+    if bool(listener.tls_cert) != bool(listener.tls_key):
+        raise ConfigError(f"{field}.tls_cert: tls_cert and tls_key go together (one is missing)")
+    if listener.tls_client_ca and not listener.tls_cert:
+        raise ConfigError(f"{field}.tls_client_ca: client certificates need TLS (set tls_cert and tls_key)")
+    if not parse_upstream(listener.upstream, field=f"{field}.upstream").tls:
+        for name in ("upstream_ca", "upstream_insecure"):
+            if getattr(listener, name):
+                raise ConfigError(f"{field}.{name}: applies to https:// upstreams only")
+    if listener.upstream_ca and listener.upstream_insecure:
+        raise ConfigError(f"{field}.upstream_insecure: contradicts upstream_ca (verify against it, or not)")
 
 
 def validate(config: Config) -> Config:
@@ -113,6 +151,7 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"listeners[{i}].protocol: {problem}")
         split_host_port(listener.listen, field=f"listeners[{i}].listen")
         parse_upstream(listener.upstream, field=f"listeners[{i}].upstream")
+        _check_tls(listener, f"listeners[{i}]")
     for name in msgspec.structs.fields(LimitsConfig):
         value = getattr(config.limits, name.name)
         if value <= 0:
@@ -153,6 +192,9 @@ def apply_flags(config: Config, args: argparse.Namespace) -> Config:
         listener,
         listen=args.listen or listener.listen,
         upstream=args.upstream or listener.upstream,
+        tls_cert=args.tls_cert or listener.tls_cert,
+        tls_key=args.tls_key or listener.tls_key,
+        tls_client_ca=args.tls_client_ca or listener.tls_client_ca,
     )
     storage = msgspec.structs.replace(
         config.storage,
@@ -176,6 +218,7 @@ __all__ = [
     "ListenerConfig",
     "SessionConfig",
     "StorageConfig",
+    "UpstreamUrl",
     "apply_flags",
     "load",
     "parse_upstream",

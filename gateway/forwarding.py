@@ -31,9 +31,9 @@ def _appended(headers: Headers, lower_name: bytes, value: bytes) -> bytes:
 
 
 def upstream_request_head(
-    head: RequestHead, *, client_ip: str, authority: bytes, prefix: bytes
+    head: RequestHead, *, client_ip: str, authority: bytes, prefix: bytes, proto: bytes = b"http"
 ) -> RequestHead:
-    """The request head as the upstream gets it."""
+    """The request head as the upstream gets it. ``proto`` is the client's scheme: ``https`` over TLS."""
     headers: Headers = []
     original_host = b""
     for name, value in end_to_end(head.headers):
@@ -47,9 +47,9 @@ def upstream_request_head(
     headers.append((b"X-Forwarded-For", _appended(head.headers, b"x-forwarded-for", ip)))
     if original_host:
         headers.append((b"X-Forwarded-Host", original_host))
-    headers.append((b"X-Forwarded-Proto", b"http"))
+    headers.append((b"X-Forwarded-Proto", proto))
     node = b'"[%s]"' % ip if b":" in ip else ip
-    forwarded = b"for=%s;proto=http" % node
+    forwarded = b"for=%s;proto=%s" % (node, proto)
     if original_host:
         forwarded += b';host="%s"' % original_host.replace(b'"', b"")
     headers.append((b"Forwarded", _appended(head.headers, b"forwarded", forwarded)))

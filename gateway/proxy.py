@@ -18,7 +18,8 @@ from gateway.forwarding import client_response_head, error_response, first, upst
 from gateway.ids import new_id
 from gateway.recorder import Recorder, RecordingFailed
 from gateway.sessions import SESSION_HEADER, BadSessionHeader, SessionTracker
-from gateway.upstream import UpstreamConnection, UpstreamPool, UpstreamUnavailable
+from gateway.tls import TlsPeer, TlsSession, session_of
+from gateway.upstream import UpstreamConnection, UpstreamPool, UpstreamTlsError, UpstreamUnavailable
 from parsers.events import (
     ANONYMOUS,
     BodyChunk,
@@ -97,6 +98,9 @@ class ClientConnection:
         peer = writer.get_extra_info("peername") or ("unknown", 0)
         self.client_ip = str(peer[0])
         self.client_addr = f"[{peer[0]}]:{peer[1]}" if ":" in self.client_ip else f"{peer[0]}:{peer[1]}"
+        self.tls: TlsSession | None = session_of(writer.get_extra_info("ssl_object"))
+        # The verified client certificate (mTLS): data for the identity layer, recorded meanwhile.
+        self.tls_peer: TlsPeer | None = self.tls.peer if self.tls else None
         self.identity: Identity = ANONYMOUS  # the identity layer will set this per request
         self.http = Http1Connection(Role.SERVER, max_head_bytes=ctx.limits.max_head_bytes)
         self._events: deque[Event] = deque()
@@ -242,7 +246,11 @@ class ClientConnection:
     async def _forward_request(self, ex: _Exchange, head: RequestHead) -> UpstreamConnection:
         ctx = self.ctx
         forwarded = upstream_request_head(
-            head, client_ip=self.client_ip, authority=ctx.upstream_authority, prefix=ctx.upstream_prefix
+            head,
+            client_ip=self.client_ip,
+            authority=ctx.upstream_authority,
+            prefix=ctx.upstream_prefix,
+            proto=b"https" if self.tls else b"http",
         )
         self._emit(Direction.TO_UPSTREAM, forwarded, ex.id)
         if self.http.peer_waiting_for_100_continue:
@@ -273,6 +281,8 @@ class ClientConnection:
     async def _connect(self, ex: _Exchange) -> UpstreamConnection:
         try:
             return await self.ctx.pool.acquire()
+        except UpstreamTlsError as exc:
+            raise _Refusal(502, "upstream_tls_error", str(exc)) from exc
         except UpstreamUnavailable as exc:
             raise _Refusal(502, "upstream_refused", str(exc)) from exc
         except TimeoutError as exc:
@@ -466,21 +476,25 @@ class ClientConnection:
                 session_id=ex.session_id, identity=self.identity, client_addr=self.client_addr, source=source
             )
             self._emit(Direction.FROM_CLIENT, started, ex.id)
-        self._emit(
-            Direction.FROM_CLIENT,
-            ExchangeStarted(
-                exchange_id=ex.id,
-                session_id=ex.session_id,
-                identity=self.identity,
-                client_addr=self.client_addr,
-                listener=self.ctx.listener,
-                protocol="http/1.1",
-                upstream=f"{self.ctx.pool.host}:{self.ctx.pool.port}",
-            ),
-            ex.id,
-        )
+        self._emit(Direction.FROM_CLIENT, self._started(ex), ex.id)
         if head is not None:
             self._emit(Direction.FROM_CLIENT, head, ex.id)
+
+    def _started(self, ex: _Exchange) -> ExchangeStarted:
+        tls = self.tls
+        return ExchangeStarted(
+            exchange_id=ex.id,
+            session_id=ex.session_id,
+            identity=self.identity,
+            client_addr=self.client_addr,
+            listener=self.ctx.listener,
+            protocol="http/1.1",
+            upstream=f"{self.ctx.pool.host}:{self.ctx.pool.port}",
+            tls_version=tls.version if tls else "",
+            tls_cipher=tls.cipher if tls else "",
+            alpn=tls.alpn if tls else "",
+            tls_peer_subject=self.tls_peer.subject if self.tls_peer else "",
+        )
 
     def _bare_exchange(self) -> _Exchange:
         """An exchange for traffic that never became a request (garbage bytes, overload)."""

@@ -1,7 +1,8 @@
 """The running gateway: owns the data dir, the recorder, the index follower and the listeners.
 
-Startup order matters: take the data-dir lock, recover the log tail, open the index, then listen.
-Shutdown runs in reverse and leaves the log synced and indexed.
+Startup order matters: load the TLS material (bad files fail before anything is touched), take the
+data-dir lock, recover the log tail, open the index, then listen. Shutdown runs in reverse and leaves
+the log synced and indexed.
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from gateway.admin import AdminServer, Readiness
-from gateway.config import Config, parse_upstream, split_host_port
+from gateway.config import Config, ConfigError, parse_upstream, split_host_port
 from gateway.metrics import Exposition, Histogram
 from gateway.proxy import ClientConnection, ProxyContext
 from gateway.recorder import Recorder
 from gateway.sessions import SessionTracker
+from gateway.tls import ServerTls, upstream_context
 from gateway.upstream import UpstreamPool
 from storage.errors import StorageError
 from storage.index import SqliteIndex, index_path
@@ -57,6 +60,8 @@ class Gateway:
         self._force = False
         self.addresses: list[tuple[str, int]] = []
         self.contexts: list[ProxyContext] = []
+        self.tls: list[ServerTls | None] = []  # per listener: its TLS termination, None for plaintext
+        self._upstream_tls: list[ssl.SSLContext | None] = []
         self.recorder: Recorder | None = None
         self.index: SqliteIndex | None = None
         self.index_error = ""
@@ -76,9 +81,55 @@ class Gateway:
             self._force = True
         self._stop.set()
 
+    def _load_tls(self) -> None:
+        """Build every listener's TLS contexts. Raises ConfigError naming the listener's field."""
+        self.tls, self._upstream_tls = [], []
+        for i, listener in enumerate(self.config.listeners):
+            field = f"listeners[{i}]"
+            self.tls.append(ServerTls(listener, field=field) if listener.tls_cert else None)
+            if not parse_upstream(listener.upstream, field=f"{field}.upstream").tls:
+                self._upstream_tls.append(None)
+                continue
+            if listener.upstream_insecure:
+                logger.warning(
+                    "INSECURE: listener %s forwards to %s WITHOUT verifying its TLS certificate "
+                    "(upstream_insecure = true): anyone on the path can read and alter the traffic",
+                    listener.name,
+                    listener.upstream,
+                )
+            self._upstream_tls.append(
+                upstream_context(
+                    ca_file=listener.upstream_ca, insecure=listener.upstream_insecure, field=field
+                )
+            )
+
+    def reload_tls(self) -> None:
+        """Re-read every listener's certificate and key (SIGHUP). A bad file keeps the previous ones."""
+        if not any(self.tls):
+            logger.info("no TLS listener: nothing to reload")
+        for server_tls in self.tls:
+            if server_tls is None:
+                continue
+            try:
+                fingerprint = server_tls.reload()
+            except ConfigError as exc:
+                logger.error(
+                    "listener %s: TLS reload failed, still serving the previous certificate: %s",
+                    server_tls.name,
+                    exc,
+                )
+                continue
+            logger.info(
+                "listener %s: TLS certificate reloaded from %s (sha256 %s)",
+                server_tls.name,
+                server_tls.cert_file,
+                fingerprint,
+            )
+
     async def run(self) -> None:
         cfg = self.config
         data_dir = cfg.data_dir
+        self._load_tls()
         data_dir.mkdir(parents=True, exist_ok=True)
         with DataDirLock(data_dir):
             key = load_or_create_key(key_path(data_dir))
@@ -136,7 +187,8 @@ class Gateway:
         listener = self.config.listeners[i]
         limits = self.config.limits
         host, port = split_host_port(listener.listen, field=f"listeners[{i}].listen")
-        up_host, up_port, prefix = parse_upstream(listener.upstream, field=f"listeners[{i}].upstream")
+        upstream = parse_upstream(listener.upstream, field=f"listeners[{i}].upstream")
+        server_tls = self.tls[i]
         ctx = ProxyContext(
             listener=listener.name,
             durability=listener.durability or self.config.storage.durability,
@@ -144,17 +196,26 @@ class Gateway:
             recorder=recorder,
             sessions=sessions,
             pool=UpstreamPool(
-                up_host,
-                up_port,
+                upstream.host,
+                upstream.port,
                 connect_timeout_s=limits.upstream_connect_timeout_s,
                 max_idle=limits.upstream_pool_size,
                 max_head_bytes=limits.max_head_bytes,
+                tls=self._upstream_tls[i],
             ),
-            upstream_authority=(up_host if up_port == 80 else f"{up_host}:{up_port}").encode(),
-            upstream_prefix=prefix.encode(),
+            upstream_authority=upstream.authority.encode(),
+            upstream_prefix=upstream.prefix.encode(),
         )
         self.contexts.append(ctx)
-        server = await asyncio.start_server(functools.partial(self._handle, ctx), host, port, limit=64 * 1024)
+        server = await asyncio.start_server(
+            functools.partial(self._handle, ctx),
+            host,
+            port,
+            limit=64 * 1024,
+            ssl=server_tls.context if server_tls else None,
+            # A handshake is part of the request head's budget: a silent client cannot hold a slot.
+            ssl_handshake_timeout=limits.header_timeout_s if server_tls else None,
+        )
         sock = server.sockets[0].getsockname()
         self.addresses.append((str(sock[0]), int(sock[1])))
         return server

@@ -1,8 +1,9 @@
-"""Connections to the upstream model server: HTTP/1.1 over TCP, kept alive in a small pool."""
+"""Connections to the upstream model server: HTTP/1.1 over TCP or TLS, kept alive in a small pool."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 
@@ -14,6 +15,10 @@ READ_SIZE = 64 * 1024
 
 class UpstreamUnavailable(Exception):
     """Could not connect to the upstream (refused, unreachable)."""
+
+
+class UpstreamTlsError(UpstreamUnavailable):
+    """Connected, but the TLS handshake failed (certificate not trusted, no common version or cipher)."""
 
 
 class UpstreamConnection:
@@ -66,9 +71,11 @@ class UpstreamPool:
         max_idle: int,
         max_head_bytes: int,
         idle_ttl_s: float = 4.0,  # below common server keep-alive timeouts (uvicorn: 5 s)
+        tls: ssl.SSLContext | None = None,  # https:// upstream: verify with this, SNI = host
     ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
         self._connect_timeout_s = connect_timeout_s
         self._max_idle = max_idle
         self._max_head_bytes = max_head_bytes
@@ -81,8 +88,9 @@ class UpstreamPool:
         """A fresh or idle connection.
 
         Raises:
+            UpstreamTlsError: the TLS handshake failed.
             UpstreamUnavailable: connection refused or unreachable.
-            TimeoutError: no connection within ``connect_timeout_s``.
+            TimeoutError: no connection (TLS handshake included) within ``connect_timeout_s``.
         """
         now = time.monotonic()
         while self._idle:
@@ -93,7 +101,22 @@ class UpstreamPool:
             conn.abort()
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                reader, writer = await asyncio.open_connection(self.host, self.port, limit=READ_SIZE)
+                reader, writer = await asyncio.open_connection(
+                    self.host,
+                    self.port,
+                    limit=READ_SIZE,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls else None,
+                    ssl_handshake_timeout=self._connect_timeout_s if self.tls else None,
+                )
+        except ssl.SSLCertVerificationError as exc:  # before OSError, its base class
+            raise UpstreamTlsError(
+                f"upstream {self.host}:{self.port} certificate not trusted: {exc.verify_message}"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise UpstreamTlsError(
+                f"TLS handshake with upstream {self.host}:{self.port} failed: {exc.reason or exc}"
+            ) from exc
         except OSError as exc:
             raise UpstreamUnavailable(f"cannot connect to upstream {self.host}:{self.port}: {exc}") from exc
         self.connects += 1
@@ -113,4 +136,4 @@ class UpstreamPool:
             self._idle.pop().abort()
 
 
-__all__ = ["UpstreamConnection", "UpstreamPool", "UpstreamUnavailable"]
+__all__ = ["UpstreamConnection", "UpstreamPool", "UpstreamTlsError", "UpstreamUnavailable"]

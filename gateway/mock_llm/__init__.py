@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl as _ssl
 import sys
 from pathlib import Path
 from types import TracebackType
@@ -46,14 +47,17 @@ class MockLlm:
         self._live: set[Connection] = set()
         self._server: asyncio.Server | None = None
         self._port = 0
+        self._scheme = "http"
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl: _ssl.SSLContext | None = None) -> None:
+        """Listen on ``host:port``; with ``ssl`` (a server context) it serves HTTPS."""
         if self._server is not None:
             raise RuntimeError("MockLlm already started")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Connection(self._app, self._live), host, port, backlog=4096, reuse_address=True
+            lambda: Connection(self._app, self._live), host, port, backlog=4096, reuse_address=True, ssl=ssl
         )
+        self._scheme = "https" if ssl else "http"
         self._port = self._server.sockets[0].getsockname()[1]
 
     @property
@@ -65,7 +69,7 @@ class MockLlm:
     @property
     def base_url(self) -> str:
         """What an OpenAI client takes as `base_url`, e.g. "http://127.0.0.1:43210/v1"."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self._scheme}://127.0.0.1:{self.port}/v1"
 
     @property
     def requests(self) -> int:

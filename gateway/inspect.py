@@ -138,7 +138,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _json_line(sys.stdout, report)
     else:
         _print_verify(
-            report, "--pubkey " + str(args.pubkey) if args.pubkey else "the data dir (pass --pubkey)"
+            report,
+            f"from --pubkey {args.pubkey}"
+            if args.pubkey
+            else "the data dir's own key; auditors pass --pubkey",
         )
     if report.first_error is not None:
         bad = report.first_error
@@ -171,7 +174,7 @@ def _print_verify(report: VerifyReport, key_source: str) -> None:
             f"removed by retention (as the log records): {len(removed)} segments, {removed[0]}..{removed[-1]}"
         )
     if report.key_fingerprint:
-        print(f"checkpoints: {report.checkpoints} signed by key {report.key_fingerprint} (from {key_source})")
+        print(f"checkpoints: {report.checkpoints} signed by key {report.key_fingerprint} ({key_source})")
         print(f"checkpoint file: {report.checkpoint_file_entries} entries match the log")
     else:
         print(f"checkpoints: {report.checkpoints} consistent, signatures NOT checked (no public key)")

@@ -106,6 +106,7 @@ class SegmentLog:
         self._flushed = Anchor(Position(number, size), chain, records)
         self._synced = self._flushed  # the last point known to be on stable storage
         self._unsynced: list[bytes] = []  # payloads appended after ``_synced``, in order
+        self._sealed: SealedTail | None = None  # seal_tail's answer, kept for the retries of restart
 
     @classmethod
     def open(
@@ -277,6 +278,8 @@ class SegmentLog:
         """
         if self.failure is None:
             raise StorageError("seal_tail: the segment log has not failed")
+        if self._sealed is not None:
+            return self._sealed  # the disk may still be full: reading 64 MiB again proves nothing new
         synced = self._synced
         number, target = synced.position
         path = segment_path(self.data_dir, number)
@@ -292,7 +295,8 @@ class SegmentLog:
                 _truncate_quietly(path, good)
         except OSError as exc:
             raise StorageError(f"segment {number:012d}: cannot re-read the sealed tail: {exc}") from exc
-        return SealedTail(number, good, cut, len(self._unsynced))
+        self._sealed = SealedTail(number, good, cut, len(self._unsynced))
+        return self._sealed
 
     def restart(self, opening: list[bytes]) -> None:
         """Start a new segment after ``seal_tail``: ``opening`` first, then every record appended after the
@@ -311,6 +315,7 @@ class SegmentLog:
             raise LogWriteFailed(number, "create", exc) from exc
         carried, self._unsynced = self._unsynced, []
         self._buffer = bytearray()
+        self._sealed = None
         self._records = synced.records
         self.failure = None
         self._start(number, fd, size, chain, len(opening))

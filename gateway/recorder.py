@@ -113,6 +113,7 @@ class Recorder:
         self._seq = 0  # of the frames the recorder makes itself
         self._retry_delay = retry_s
         self._closing = False
+        self._stopped = False  # the writer loop has returned: nobody would ever answer a waiter
         self.failure: BaseException | None = None
         self.stats = RecorderStats()
 
@@ -159,8 +160,7 @@ class Recorder:
         Raises:
             RecordingFailed: the log could not be written or synced.
         """
-        if self.failure is not None:
-            raise RecordingFailed(str(self.failure))
+        self._check_writable()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sync_waiters.append((self._submitted, future))
         self._wake.set()
@@ -176,8 +176,7 @@ class Recorder:
         if self._key is None:
             await self.durable()
             return
-        if self.failure is not None:
-            raise RecordingFailed(str(self.failure))
+        self._check_writable()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._checkpoint_waiters.append(future)
         self._wake.set()
@@ -213,6 +212,7 @@ class Recorder:
                     pass
             self._wake.clear()
             await self._guard(self._step())
+        self._stopped = True
         if self._checkpoints is not None:
             self._checkpoints.close()
 
@@ -220,6 +220,12 @@ class Recorder:
         """Ask the writer to finish: it drains, syncs, checkpoints and returns."""
         self._closing = True
         self._wake.set()
+
+    def _check_writable(self) -> None:
+        if self.failure is not None:
+            raise RecordingFailed(str(self.failure))
+        if self._stopped:
+            raise RecordingFailed("the recorder has stopped")
 
     # --- the writer ------------------------------------------------------------------------------
 

@@ -91,6 +91,8 @@ async def test_frames_are_written_in_order_and_credentials_never_reach_the_disk(
             recorder.record(chunk(i))
         await recorder.durable()
         assert recorder.stats.frames == 51
+    with pytest.raises(RecordingFailed, match="stopped"):
+        await recorder.durable()  # nobody would answer: it must not wait
     log.close()
     assert client_seqs(tmp_path) == list(range(50))
     assert b"sk-secret" not in segment_path(tmp_path, 1).read_bytes()

@@ -150,7 +150,7 @@ class Run:
             "max_requests": requests,
         }
 
-    def _warmup(self, target: Target, scenario: Scenario) -> None:
+    def warmup(self, target: Target, scenario: Scenario) -> None:
         if scenario.warmup <= 0:
             return
         tokens = scenario.tokens or 64
@@ -167,7 +167,7 @@ class Run:
         if result["errors"]:
             self.failures.append(f"{scenario.name} warm-up via {target.name}: {result['error_samples']}")
 
-    def _measure(self, target: Target, scenario: Scenario, tokens: int, label: str) -> dict[str, float]:
+    def measure(self, target: Target, scenario: Scenario, tokens: int, label: str) -> dict[str, float]:
         child = target.child
         memory: dict[str, float] = {}
         samples: list[tuple[int, int]] = []
@@ -250,7 +250,7 @@ class Run:
             try:
                 for target in targets:
                     self.progress.status(f"[{index}/{total}] {scenario.name}  warm-up {target.name}")
-                    self._warmup(target, scenario)
+                    self.warmup(target, scenario)
                 for r in group:
                     order = list(targets)
                     self.rng.shuffle(order)
@@ -258,7 +258,7 @@ class Run:
                         where = f"round {r + 1}/{scenario.rounds}  {target.name}"
                         label = f"[{index}/{total}] {scenario.name}  {where}"
                         self.progress.status(label)
-                        rounds[r][target.name] = self._measure(target, scenario, tokens, label)
+                        rounds[r][target.name] = self.measure(target, scenario, tokens, label)
             finally:
                 self.fleet.stop(targets, proof, self.failures)
         for name, entry in proof.items():

@@ -10,12 +10,10 @@ write everything appended after it again. The caller must hold ``DataDirLock``; 
 
 from __future__ import annotations
 
-import errno
 import os
-import time
 import zlib
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from storage._anchors import records_before
 from storage._format import (
@@ -28,34 +26,25 @@ from storage._format import (
     SegmentScan,
     list_segments,
     next_chain,
-    pack_header,
     segment_path,
     segments_dir,
 )
-from storage.errors import CorruptLog, LogWriteFailed, StorageError
+from storage._segment_files import (
+    OS_FILE_OPS,
+    FileOps,
+    OsFileOps,
+    close_quietly,
+    create_segment,
+    cut_tail,
+    read_back,
+    remove_stale_temporaries,
+    truncate_quietly,
+)
+from storage.errors import LogWriteFailed, StorageError
 
 _FIRST_SEGMENT = 1
 TORN_TAIL = "torn_tail"  # Recovered.kind: a torn tail cut when the log was opened after a crash
 SEALED = "sealed"  # Recovered.kind: a segment sealed after a failed write; the next one goes on
-
-
-class FileOps(Protocol):
-    """The two system calls whose failures the log must survive; tests pass a failing implementation."""
-
-    def write(self, fd: int, data: bytes | memoryview) -> int: ...
-
-    def fsync(self, fd: int) -> None: ...
-
-
-class OsFileOps:
-    def write(self, fd: int, data: bytes | memoryview) -> int:
-        return os.write(fd, data)
-
-    def fsync(self, fd: int) -> None:
-        os.fsync(fd)
-
-
-OS_FILE_OPS = OsFileOps()
 
 
 class Recovery(NamedTuple):
@@ -119,10 +108,10 @@ class SegmentLog:
             StorageError: an unreadable format version.
         """
         segments_dir(data_dir).mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(data_dir)
+        remove_stale_temporaries(data_dir)
         numbers = list_segments(data_dir)
         if not numbers:
-            fd, size, chain = _create_segment(data_dir, _FIRST_SEGMENT, ZERO_CHAIN, [], ops)
+            fd, size, chain = create_segment(data_dir, _FIRST_SEGMENT, ZERO_CHAIN, [], ops)
             return cls(data_dir, _FIRST_SEGMENT, fd, size, chain, max_segment_bytes, ops=ops)
         number = numbers[-1]
         path = segment_path(data_dir, number)
@@ -130,7 +119,7 @@ class SegmentLog:
         records = sum(1 for _ in scan)
         recovery = None
         if scan.tail_bytes:
-            saved = _cut_tail(data_dir, path, number, scan.end)
+            saved = cut_tail(data_dir, path, number, scan.end)
             recovery = Recovery(number, scan.end, saved.stat().st_size, scan.tail_reason, saved)
         records += records_before(data_dir, number)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -259,12 +248,12 @@ class SegmentLog:
         fd = self._require_fd()
         number = self._number + 1
         try:
-            new_fd, size, chain = _create_segment(
+            new_fd, size, chain = create_segment(
                 self.data_dir, number, self._chain, [opening] if opening else [], self._ops
             )
         except OSError as exc:
             raise self._seal("create", exc, number=number) from exc
-        _close_quietly(fd)
+        close_quietly(fd)
         self._start(number, new_fd, size, chain, 1 if opening else 0)
 
     def seal_tail(self) -> SealedTail:
@@ -284,7 +273,7 @@ class SegmentLog:
         number, target = synced.position
         path = segment_path(self.data_dir, number)
         try:
-            good, chain = _read_back(path, number, target)
+            good, chain = read_back(path, number, target)
             if good != target or chain != synced.chain:
                 raise StorageError(
                     f"segment {number:012d} reads back different from what was synced "
@@ -292,7 +281,7 @@ class SegmentLog:
                 )
             cut = path.stat().st_size - good
             if cut > 0:
-                _truncate_quietly(path, good)
+                truncate_quietly(path, good)
         except OSError as exc:
             raise StorageError(f"segment {number:012d}: cannot re-read the sealed tail: {exc}") from exc
         self._sealed = SealedTail(number, good, cut, len(self._unsynced))
@@ -310,7 +299,7 @@ class SegmentLog:
         synced = self._synced
         number = synced.position.segment + 1
         try:
-            fd, size, chain = _create_segment(self.data_dir, number, synced.chain, opening, self._ops)
+            fd, size, chain = create_segment(self.data_dir, number, synced.chain, opening, self._ops)
         except OSError as exc:
             raise LogWriteFailed(number, "create", exc) from exc
         carried, self._unsynced = self._unsynced, []
@@ -328,7 +317,7 @@ class SegmentLog:
             return
         self.flush()
         self.sync()
-        _close_quietly(self._fd)
+        close_quietly(self._fd)
         self._fd = None
 
     def __enter__(self) -> SegmentLog:
@@ -355,7 +344,7 @@ class SegmentLog:
         failure = LogWriteFailed(self._number if number is None else number, operation, exc)
         self.failure = failure
         if self._fd is not None:
-            _close_quietly(self._fd)  # never fsync'd again
+            close_quietly(self._fd)  # never fsync'd again
             self._fd = None
         return failure
 
@@ -365,111 +354,6 @@ class SegmentLog:
         if self._fd is None:
             raise StorageError("segment log is closed")
         return self._fd
-
-
-def _read_back(path: Path, number: int, target: int) -> tuple[int, bytes]:
-    """Where the good records of a segment end, scanning no further than ``target``, and the chain there."""
-    scan = SegmentScan(path, number)
-    good = HEADER_BYTES
-    chain: bytes | None = None
-    try:
-        for offset, _ in scan:
-            if offset >= target:
-                break
-            good, chain = scan.end, scan.chain
-    except CorruptLog as exc:
-        if exc.offset < target:
-            raise
-    if chain is None:
-        chain = scan.header.chain if scan.header is not None else b""
-    return good, chain
-
-
-def _create_segment(
-    data_dir: Path, number: int, chain: bytes, opening: list[bytes], ops: FileOps
-) -> tuple[int, int, bytes]:
-    """Write header and ``opening`` records to a temporary file, fsync, rename: a segment file never lacks
-    them. Returns the append descriptor, the file size and the chain after the last record.
-
-    Raises:
-        OSError: any step failed (the temporary file is gone again).
-        StorageError: the segment already exists.
-    """
-    path = segment_path(data_dir, number)
-    temporary = path.with_name(path.name + ".tmp")
-    data = bytearray(pack_header(number, time.time_ns(), chain))
-    for payload in opening:
-        chain = next_chain(chain, payload)
-        data += RECORD_HEAD.pack(len(payload), zlib.crc32(payload)) + payload + chain
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-    try:
-        try:
-            view = memoryview(data)
-            written = 0
-            while written < len(view):
-                written += ops.write(fd, view[written:])
-            ops.fsync(fd)
-        finally:
-            os.close(fd)
-        if path.exists():
-            raise StorageError(f"segment {number:012d} already exists")
-        os.rename(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    try:
-        _fsync_dir(path.parent, ops)
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC), len(data), chain
-    except OSError:
-        path.unlink(missing_ok=True)  # not durable as a new segment: the next attempt creates it again
-        raise
-
-
-def _cut_tail(data_dir: Path, path: Path, number: int, end: int) -> Path:
-    """Move the bytes after ``end`` to ``<data>/recovered/`` and truncate; returns where they were kept."""
-    recovered_dir = data_dir / "recovered"
-    recovered_dir.mkdir(exist_ok=True)
-    with path.open("r+b") as f:
-        f.seek(end)
-        tail = f.read()
-        keep = recovered_dir / f"{number:012d}-{end}.torn"
-        keep.write_bytes(tail)
-        f.truncate(end)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(recovered_dir, OS_FILE_OPS)
-    return keep
-
-
-def _remove_stale_temporaries(data_dir: Path) -> None:
-    # A crash between writing a new segment's header and renaming it leaves only a temporary file.
-    for stale in segments_dir(data_dir).glob("*.wgseg.tmp"):
-        stale.unlink()
-
-
-def _truncate_quietly(path: Path, size: int) -> None:
-    try:
-        os.truncate(path, size)
-    except OSError as exc:
-        # The cut bytes stay as a superseded tail: the next segment's Recovered record names the end.
-        if exc.errno not in (errno.ENOSPC, errno.EIO, errno.EACCES, errno.EROFS, errno.EPERM):
-            raise
-
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        # close() can report a deferred write error; the write or fsync that matters already did.
-        return
-
-
-def _fsync_dir(path: Path, ops: FileOps) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        ops.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = [

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from storage.codec import FORMAT_VERSION
-from storage.errors import CorruptLog, StorageError
+from storage.errors import CorruptLog, LogShrank, StorageError
 
 MAGIC = b"WGSEG"
 SEGMENT_SUFFIX = ".wgseg"
@@ -153,7 +153,7 @@ class SegmentScan:
                 f.seek(offset - CHAIN_BYTES)
                 self.chain = f.read(CHAIN_BYTES)
                 if len(self.chain) != CHAIN_BYTES:
-                    raise StorageError(f"segment {self.number:012d}: offset {offset} is past the end")
+                    raise LogShrank(f"segment {self.number:012d}: offset {offset} is past the end")
             self.end = offset
             yield from self._records(f, offset)
 

@@ -17,6 +17,11 @@ class CorruptLog(StorageError):
         self.reason = reason
 
 
+class LogShrank(StorageError):
+    """A reader's position lies past the end of its segment: the writer cut a sealed segment back to its
+    last fsync'd record after a failed write (those records went again into the next segment)."""
+
+
 class LogWriteFailed(StorageError):
     """A write or fsync of the segment log failed; the segment is sealed and is never synced again."""
 
@@ -31,4 +36,4 @@ class DataDirBusy(StorageError):
     """Another process (a running gateway) holds the data directory lock."""
 
 
-__all__ = ["CorruptLog", "DataDirBusy", "LogWriteFailed", "StorageError"]
+__all__ = ["CorruptLog", "DataDirBusy", "LogShrank", "LogWriteFailed", "StorageError"]

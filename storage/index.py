@@ -21,7 +21,7 @@ import aiosqlite
 from storage import _schema
 from storage._format import Position
 from storage.assemble import ExchangeAssembler, ExchangeRecord
-from storage.errors import StorageError
+from storage.errors import LogShrank, StorageError
 from storage.query import (
     ExchangeQuery,
     IdKind,
@@ -139,6 +139,12 @@ class SqliteIndex:
                     resume = min(p for p in (assembler.open_since(), cursor.position) if p is not None)
                     chain = chain_before(data_dir, resume)
                     await self._apply(list(records.values()), resume, chain, frames)
+            except LogShrank as exc:
+                # A failed write made the recorder cut records this reader had seen (they went again
+                # into the next segment): resume from the last commit, which rebuilds if it must.
+                logger.warning("index %s: %s; resuming from the last commit", self.path, exc)
+                self._cursor = None
+                return 0
             except BaseException:
                 self._cursor = None  # start over from what was committed
                 raise

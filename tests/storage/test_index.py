@@ -10,10 +10,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from parsers.events import (
+    BodyChunk,
+    Direction,
+    ExchangeEnded,
+    ExchangeStarted,
+    RecordedEvent,
+    RequestHead,
+    ResponseHead,
+)
 from storage.assemble import ExchangeRecord
-from storage.errors import StorageError
+from storage.codec import Frame, encode_frame
+from storage.errors import LogWriteFailed, StorageError
 from storage.index import SqliteIndex, index_path
 from storage.query import ExchangeQuery, IndexBackend, SessionQuery, fts_phrases
+from storage.segments import SegmentLog
+from tests.storage.flaky_disk import FlakyDisk
 from tests.storage.logbook import ALICE, BOB, MS, T0, Logbook
 
 STREAM = "chat-stream-toolcall-usage-openai-crewai"
@@ -269,3 +281,67 @@ async def test_log_that_lost_indexed_records_is_reindexed(tmp_path: Path) -> Non
         assert rows(await index.exchanges(ExchangeQuery())) == ["x_3", "x_1"]
         [session] = await index.sessions(SessionQuery())
         assert session.exchanges == 2
+
+
+async def test_the_index_follows_a_log_cut_back_after_a_failed_fsync(tmp_path: Path) -> None:
+    # The index reads what was written, fsync'd or not; a failed fsync makes the writer cut those records
+    # and write them again into the next segment. The follower must neither stop nor count them twice.
+    disk = FlakyDisk()
+    log = SegmentLog.open(tmp_path, ops=disk)
+    frames = exchange_frames("x_1", "s_1")
+    for frame in frames[:2]:
+        log.append(encode_frame(frame))
+    log.flush()
+    log.sync()
+    for frame in frames[2:4]:
+        log.append(encode_frame(frame))
+    log.flush()
+    async with await SqliteIndex.open(index_path(tmp_path)) as index:
+        assert await index.catch_up(tmp_path) == 4
+        disk.fsync_fails = True
+        with pytest.raises(LogWriteFailed):
+            log.sync()
+        disk.fsync_fails = False
+        log.seal_tail()
+        log.restart([])
+        for frame in frames[4:]:
+            log.append(encode_frame(frame))
+        log.close()
+        assert await index.catch_up(tmp_path) == 0  # noticed, and resumes from its last commit
+        await index.catch_up(tmp_path)
+        [record] = await index.exchanges(ExchangeQuery())
+        assert (record.exchange_id, record.outcome, record.end_segment) == ("x_1", "complete", 2)
+        assert await index.catch_up(tmp_path) == 0
+    async with await SqliteIndex.open(tmp_path / "fresh.sqlite3") as fresh:
+        await fresh.rebuild(tmp_path)
+        assert await fresh.exchanges(ExchangeQuery()) == [record]
+
+
+def exchange_frames(exchange_id: str, session_id: str) -> list[Frame]:
+    events: list[RecordedEvent] = [
+        ExchangeStarted(
+            exchange_id=exchange_id,
+            session_id=session_id,
+            identity=ALICE,
+            client_addr="127.0.0.1:1",
+            listener="default",
+            protocol="http/1.1",
+        ),
+        RequestHead(method=b"GET", target=b"/v1/models", headers=[]),
+        ResponseHead(status=200, headers=[]),
+        BodyChunk(data=b"abc"),
+        BodyChunk(data=b"def"),
+        ExchangeEnded(outcome="complete", status=200),
+    ]
+    return [
+        Frame(
+            conn_id="c_1", seq=i, ts_ns=T0 + i * MS, direction=direction, event=event, exchange_id=exchange_id
+        )
+        for i, (event, direction) in enumerate(
+            zip(
+                events,
+                [Direction.FROM_CLIENT] * 2 + [Direction.FROM_UPSTREAM] * 3 + [Direction.TO_CLIENT],
+                strict=True,
+            )
+        )
+    ]

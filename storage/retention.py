@@ -84,8 +84,8 @@ def plan_retention(
         for number in candidates:
             if total <= policy.max_total_bytes:
                 break
-            if number not in held:
-                over_budget.add(number)
+            over_budget.add(number)
+            if number not in held:  # a held segment stays and keeps taking its room
                 total -= sizes[number]
     wanted = expired | over_budget
     kept = sorted(n for n in wanted if n in held)

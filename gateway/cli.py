@@ -15,7 +15,7 @@ from pathlib import Path
 import uvloop
 
 from benchmarks import cli as bench_cli
-from gateway import inspect, mock_llm
+from gateway import inspect, keys, mock_llm, retention
 from gateway.config import Config, ConfigError, apply_flags, load, validate
 from gateway.server import Gateway
 from storage.errors import DataDirBusy, StorageError
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     mock_llm.add_command(sub)
     inspect.add_commands(sub)
+    keys.add_command(sub)
+    retention.add_commands(sub)
     bench_cli.add_command(sub)
     return parser
 

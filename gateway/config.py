@@ -50,11 +50,21 @@ class StorageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_segment_bytes: int = 64 * 1024 * 1024
     group_commit_ms: float = 50.0
     max_pending_frames: int = 20_000  # beyond this, connections wait for the writer (counted)
+    checkpoint_every_frames: int = 10_000  # a signed checkpoint after this many frames...
+    checkpoint_interval_s: float = 5.0  # ...or this long, whichever first (only if anything was written)
+    recovery_retry_s: float = 1.0  # after a failed write: first retry in a new segment
+    recovery_retry_max_s: float = 10.0  # retries back off up to this
 
 
 class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     idle_timeout_s: float = 900.0  # 15 minutes without traffic starts a new assigned session
     max_tracked: int = 100_000
+
+
+class RetentionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    max_age_s: float = 0.0  # remove whole segments older than this; 0 keeps everything
+    max_total_bytes: int = 0  # or beyond this total size; 0 means no budget
+    interval_s: float = 3600.0  # a pass at startup and then this often
 
 
 class AdminConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -67,6 +77,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     sessions: SessionConfig = msgspec.field(default_factory=SessionConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -216,6 +227,7 @@ __all__ = [
     "Durability",
     "LimitsConfig",
     "ListenerConfig",
+    "RetentionConfig",
     "SessionConfig",
     "StorageConfig",
     "UpstreamUrl",

@@ -28,7 +28,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
 import msgspec
 
@@ -71,7 +70,6 @@ class Recorder:
         self,
         log: SegmentLog,
         *,
-        durability: Literal["strict", "batched"],
         group_commit_s: float,
         max_pending: int,
         redact_key: bytes,
@@ -85,7 +83,6 @@ class Recorder:
         observe_sync_s: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._log = log
-        self.durability = durability
         self._group_commit_s = group_commit_s
         self._max_pending = max_pending
         self._redact_key = redact_key
@@ -165,6 +162,13 @@ class Recorder:
         self._sync_waiters.append((self._submitted, future))
         self._wake.set()
         await future
+
+    def record_gateway_event(self, event: RecordedEvent) -> None:
+        """Queue a record about the gateway itself (no connection, no exchange)."""
+        self._check_writable()
+        self._pending.append(self._gateway_frame(event, time.time_ns()))
+        self._submitted += 1
+        self._wake.set()
 
     async def checkpoint(self) -> None:
         """Write a signed checkpoint after everything recorded so far and wait until it is in the

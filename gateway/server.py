@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.metadata
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -17,19 +19,25 @@ from pathlib import Path
 
 from gateway.admin import AdminServer, Readiness
 from gateway.config import Config, ConfigError, parse_upstream, split_host_port
+from gateway.ids import new_id
 from gateway.metrics import Exposition, Histogram
 from gateway.proxy import ClientConnection, ProxyContext
 from gateway.recorder import Recorder
+from gateway.retention import retention_loop
 from gateway.sessions import SessionTracker
 from gateway.tls import ServerTls, upstream_context
 from gateway.upstream import UpstreamPool
+from parsers.events import GatewayStarted
 from storage.errors import StorageError
 from storage.index import SqliteIndex, index_path
 from storage.lock import DataDirLock
 from storage.redact import load_or_create_key
+from storage.retention import RetentionPolicy
 from storage.segments import SegmentLog
+from storage.signing import SigningKey, load_or_create_signing_key, signing_key_path
 
 logger = logging.getLogger("wardgate")
+VERSION = importlib.metadata.version("wardgate")
 
 INDEX_BATCH_FRAMES = 2_000  # frames indexed per step: bounds how long one step holds the loop
 INDEX_POLL_S = 0.5
@@ -133,28 +141,41 @@ class Gateway:
         data_dir.mkdir(parents=True, exist_ok=True)
         with DataDirLock(data_dir):
             key = load_or_create_key(key_path(data_dir))
+            signing_key, created = load_or_create_signing_key(data_dir)
+            if created:
+                path, fingerprint = signing_key_path(data_dir), signing_key.public.fingerprint
+                logger.warning("created the checkpoint signing key %s (%s)", path, fingerprint)
             log = SegmentLog.open(data_dir, max_segment_bytes=cfg.storage.max_segment_bytes)
             if log.recovered_bytes:
                 logger.warning("recovered the log: cut %d bytes of a torn tail", log.recovered_bytes)
             try:
                 index = await SqliteIndex.open(index_path(data_dir))
                 try:
-                    await self._serve(log, index, key)
+                    await self._serve(log, index, key, signing_key)
                 finally:
                     await index.close()
             finally:
                 log.close()
 
-    async def _serve(self, log: SegmentLog, index: SqliteIndex, key: bytes) -> None:
+    async def _serve(self, log: SegmentLog, index: SqliteIndex, key: bytes, signing_key: SigningKey) -> None:
         cfg = self.config
+        storage = cfg.storage
         recorder = Recorder(
             log,
-            durability=cfg.storage.durability,
-            group_commit_s=cfg.storage.group_commit_ms / 1000,
-            max_pending=cfg.storage.max_pending_frames,
+            group_commit_s=storage.group_commit_ms / 1000,
+            max_pending=storage.max_pending_frames,
             redact_key=key,
             on_flush=self._index_wake.set,
+            signing_key=signing_key,
+            checkpoint_every_frames=storage.checkpoint_every_frames,
+            checkpoint_interval_s=storage.checkpoint_interval_s,
+            retry_s=storage.recovery_retry_s,
+            retry_max_s=storage.recovery_retry_max_s,
+            observe_write_s=self.write_seconds.observe,
+            observe_sync_s=self.fsync_seconds.observe,
         )
+        # First record of this process: the index closes whatever a crashed predecessor left open.
+        recorder.record_gateway_event(GatewayStarted(boot_id=new_id("b_"), pid=os.getpid(), version=VERSION))
         self.recorder, self.index = recorder, index
         sessions = SessionTracker(
             idle_timeout_s=cfg.sessions.idle_timeout_s, max_tracked=cfg.sessions.max_tracked
@@ -162,6 +183,15 @@ class Gateway:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(recorder.run(), name="recorder")
             tasks.create_task(self._follow_index(index), name="indexer")
+            retention = cfg.retention
+            if retention.max_age_s or retention.max_total_bytes:
+                policy = RetentionPolicy(
+                    max_age_s=retention.max_age_s, max_total_bytes=retention.max_total_bytes
+                )
+                loop = retention_loop(
+                    cfg.data_dir, recorder, index, policy, stop=self._stop, interval_s=retention.interval_s
+                )
+                tasks.create_task(loop, name="retention")
             servers = [await self._listen(i, recorder, sessions) for i in range(len(cfg.listeners))]
             if cfg.admin.listen:
                 host, port = split_host_port(cfg.admin.listen, field="admin.listen")

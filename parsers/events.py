@@ -180,6 +180,14 @@ class Retention(Event, frozen=True, kw_only=True):
     kept_segments: list[int] = []  # old segments kept only because of a legal hold
 
 
+class GatewayStarted(Event, frozen=True, kw_only=True):
+    """A gateway process began writing. Exchanges still open in the log before it can never end."""
+
+    boot_id: str
+    pid: int
+    version: str
+
+
 RecordedEvent = (
     RequestHead
     | ResponseHead
@@ -196,6 +204,7 @@ RecordedEvent = (
     | Checkpoint
     | Recovered
     | Retention
+    | GatewayStarted
 )
 
 __all__ = [
@@ -208,6 +217,7 @@ __all__ = [
     "ExchangeEnded",
     "ExchangeStarted",
     "GatewayError",
+    "GatewayStarted",
     "Headers",
     "Identity",
     "MessageEnd",

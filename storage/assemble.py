@@ -21,6 +21,7 @@ from parsers.events import (
     ExchangeEnded,
     ExchangeStarted,
     GatewayError,
+    GatewayStarted,
     Identity,
     MessageEnd,
     ParseFailed,
@@ -147,7 +148,14 @@ class _Open:
             case ExchangeEnded():
                 self.ended = event
                 return
-            case ExchangeStarted() | SessionStarted() | Checkpoint() | Recovered() | Retention():
+            case (
+                ExchangeStarted()
+                | SessionStarted()
+                | Checkpoint()
+                | Recovered()
+                | Retention()
+                | GatewayStarted()
+            ):
                 return
             case MessageEnd() | ConnectionClosed() | ParseFailed() | SseMessage() | SseComment():
                 pass
@@ -228,6 +236,11 @@ class ExchangeAssembler:
         exchange_id = frame.exchange_id
         self._newest_ns = max(self._newest_ns, frame.ts_ns)
         out: list[ExchangeRecord] = []
+        if isinstance(frame.event, GatewayStarted):
+            # A new process: whatever the previous one left open died with it.
+            out = [left.record(INCOMPLETE) for left in self._open.values()]
+            self._open.clear()
+            return out
         if exchange_id:
             current = self._open.get(exchange_id)
             event = frame.event

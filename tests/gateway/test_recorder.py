@@ -46,7 +46,6 @@ def chunk(i: int, size: int = 40) -> Frame:
 @asynccontextmanager
 async def running(log: SegmentLog, **options: Any) -> AsyncIterator[Recorder]:
     settings: dict[str, Any] = {
-        "durability": "strict",
         "group_commit_s": 0.005,
         "max_pending": 10_000,
         "redact_key": REDACT_KEY,

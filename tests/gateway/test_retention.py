@@ -70,7 +70,6 @@ async def gateway_parts(
     log = SegmentLog.open(data_dir, max_segment_bytes=1_500, **({"ops": disk} if disk else {}))
     recorder = Recorder(
         log,
-        durability="strict",
         group_commit_s=0.005,
         max_pending=10_000,
         redact_key=b"k" * 32,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parsers.events import BodyChunk, Direction, ExchangeEnded, GatewayError
+from parsers.events import BodyChunk, Direction, ExchangeEnded, GatewayError, GatewayStarted
 from parsers.openai import ToolCall
 from storage.assemble import INCOMPLETE, OPEN, ExchangeAssembler, ExchangeRecord
 from storage.reader import iter_frames
@@ -131,3 +131,15 @@ def test_client_abort_before_any_response_has_no_first_byte(tmp_path: Path) -> N
     book.close()
     [record] = assemble(tmp_path)
     assert (record.outcome, record.ttfb_ns, record.error) == ("client_aborted", None, "client_aborted: gone")
+
+
+def test_a_new_gateway_process_gives_up_what_the_last_one_left_open(tmp_path: Path) -> None:
+    book = Logbook(tmp_path)
+    book.start("c_1", "x_1", "s_1")
+    book.emit("", Direction.FROM_CLIENT, GatewayStarted(boot_id="b_2", pid=2, version="0"), "")
+    book.capture_exchange(PLAIN, "c_2", "x_2", "s_1")
+    book.close()
+    assembler = ExchangeAssembler()
+    records = assemble(tmp_path, assembler)
+    assert [(r.exchange_id, r.outcome) for r in records] == [("x_1", INCOMPLETE), ("x_2", "complete")]
+    assert assembler.open_since() is None

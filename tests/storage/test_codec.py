@@ -13,6 +13,7 @@ from parsers.events import (
     ExchangeEnded,
     ExchangeStarted,
     GatewayError,
+    GatewayStarted,
     Identity,
     MessageEnd,
     ParseFailed,
@@ -122,6 +123,7 @@ events: st.SearchStrategy[RecordedEvent] = st.one_of(
         held_sessions=st.lists(texts, max_size=3),
         kept_segments=st.lists(small, max_size=3),
     ),
+    st.builds(GatewayStarted, boot_id=texts, pid=small, version=texts),
 )
 
 frames = st.builds(
@@ -141,4 +143,4 @@ def test_decode_of_encode_is_identity(frame: Frame) -> None:
 
 
 def test_every_event_type_is_covered() -> None:
-    assert len(RecordedEvent.__args__) == 15  # a new event type needs a strategy above
+    assert len(RecordedEvent.__args__) == 16  # a new event type needs a strategy above

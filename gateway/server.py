@@ -12,6 +12,7 @@ import functools
 import importlib.metadata
 import logging
 import os
+import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -209,9 +210,11 @@ class Gateway:
                 ctx.pool.close()
             recorder.close()
             self._index_wake.set()
-        if not self.index_error:
+        try:
             # The recorder has drained; one last pass leaves the index current.
             await index.catch_up(self.config.data_dir, max_frames=1 << 30)
+        except (StorageError, sqlite3.Error, OSError) as exc:
+            logger.error("the index is behind the log (`wardgate reindex` catches it up): %s", exc)
 
     async def _listen(self, i: int, recorder: Recorder, sessions: SessionTracker) -> asyncio.Server:
         listener = self.config.listeners[i]
@@ -348,11 +351,16 @@ class Gateway:
                     self.indexed_frames += applied
                     if applied < INDEX_BATCH_FRAMES:
                         break
-            except StorageError as exc:
+            except (StorageError, sqlite3.Error, OSError) as exc:
                 # The log stays the record of truth and recording goes on; only search goes stale.
+                # catch_up is idempotent, so the next round retries from where the index stands.
+                if str(exc) != self.index_error:
+                    logger.error("indexing paused, the index is behind the log: %s", exc)
                 self.index_error = str(exc)
-                logger.error("indexing stopped, the index is behind the log: %s", exc)
-                return
+                continue
+            if self.index_error:
+                logger.warning("indexing resumed")
+                self.index_error = ""
 
     async def _handle(
         self, ctx: ProxyContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

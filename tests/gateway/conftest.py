@@ -37,9 +37,13 @@ def start_gateway(tmp_path: Path, mock: MockLlm) -> GatewayFactory:
 
     @asynccontextmanager
     async def start(
-        upstream_port: int | None = None, durability: str = "strict", admin_listen: str = "", **limits: float
+        upstream_port: int | None = None,
+        durability: str = "strict",
+        admin_listen: str = "",
+        data_dir: Path | None = None,
+        **limits: float,
     ) -> AsyncIterator[Gateway]:
-        config = make_config(tmp_path / "data", upstream_port or mock.port, **limits)
+        config = make_config(data_dir or tmp_path / "data", upstream_port or mock.port, **limits)
         config = msgspec.structs.replace(
             config,
             storage=msgspec.structs.replace(config.storage, durability=durability),

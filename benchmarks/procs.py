@@ -125,6 +125,19 @@ def plan_cpus(available: set[int] | None = None) -> CpuPlan:
     )
 
 
+def isolate_target(available: set[int] | None = None) -> CpuPlan:
+    """For profiling: the gateway alone on its core, everything else on the others.
+
+    Sampling profilers count a thread that was preempted as busy; with the mock sharing the gateway's
+    core, every system call (where preemption happens) would look expensive.
+    """
+    cores = sorted(available if available is not None else os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return plan_cpus(set(cores))
+    rest = set(cores[:-1])
+    return CpuPlan(rest, {cores[-1]}, rest, f"gateway alone on cpu{cores[-1]}, all else on the other cores")
+
+
 class LineReader:
     """Reads JSON lines from a child's stdout with a timeout (the child may hang; we must not)."""
 

@@ -3,6 +3,9 @@
 ``python -m benchmarks.profile paced-c32 --seconds 10`` starts the same processes as ``wardgate bench``,
 runs the scenario against the gateway only, samples it with py-spy (``pip install py-spy``; not a
 dependency of wardgate) and prints CPU per thread and the main thread's samples by component.
+Samples are taken only while a thread holds the GIL (``--gil``): time spent waiting for it, e.g. after
+``os.urandom`` released it to the SQLite thread, would otherwise look like work of the call before.
+The gateway gets a core of its own: a sampled thread that was preempted would look busy too.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.procs import BenchError
+from benchmarks.procs import BenchError, isolate_target
 from benchmarks.runner import Options, Progress, Run
 from benchmarks.scenarios import select
 
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if scenario.duration_s is not None:
         scenario = replace(scenario, duration_s=args.seconds + 2, rounds=1)
     try:
-        with Run(Options(durability=args.durability), Progress()) as run:
+        with Run(Options(durability=args.durability), Progress(), isolate_target()) as run:
             gateway = run.fleet.gateway("wardgate", args.durability)
             run.warmup(gateway, scenario)
             if gateway.child is None:
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                     "-o",
                     str(args.out),
                     "--nonblocking",
+                    "--gil",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

@@ -59,12 +59,12 @@ def _median_rows(rows: list[dict[str, float]]) -> dict[str, float]:
 class Run:
     """One ``wardgate bench`` run: ``with Run(options, progress) as run: results = run.all()``."""
 
-    def __init__(self, options: Options, progress: Progress) -> None:
+    def __init__(self, options: Options, progress: Progress, cpus: CpuPlan | None = None) -> None:
         self.options = options
         self.progress = progress
         self.rng = random.Random(options.seed)
         self.prompt = prompt(options.seed)
-        self.cpus: CpuPlan = plan_cpus()
+        self.cpus: CpuPlan = cpus or plan_cpus()
         self.idle_ms = QUICK_IDLE_MS if options.quick else IDLE_MS
         self.fleet = Fleet(self.cpus, idle_ms=self.idle_ms, mock_port=options.mock_port)
         self.against: Target | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 import uvloop
 
 from benchmarks import cli as bench_cli
-from gateway import inspect, keys, mock_llm, retention
+from gateway import indexer, inspect, keys, mock_llm, retention
 from gateway.config import Config, ConfigError, apply_flags, load, validate
 from gateway.server import Gateway
 from storage.errors import DataDirBusy, StorageError
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     mock_llm.add_command(sub)
     inspect.add_commands(sub)
     keys.add_command(sub)
+    indexer.add_command(sub)
     retention.add_commands(sub)
     bench_cli.add_command(sub)
     return parser

@@ -12,7 +12,6 @@ import functools
 import importlib.metadata
 import logging
 import os
-import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from pathlib import Path
 from gateway.admin import AdminServer, Readiness
 from gateway.config import Config, ConfigError, parse_upstream, split_host_port
 from gateway.ids import new_id
+from gateway.indexer import FollowerProcess
 from gateway.metrics import Exposition, Histogram
 from gateway.proxy import ClientConnection, ProxyContext
 from gateway.recorder import Recorder
@@ -29,7 +29,6 @@ from gateway.sessions import SessionTracker
 from gateway.tls import ServerTls, upstream_context
 from gateway.upstream import UpstreamPool
 from parsers.events import GatewayStarted
-from storage.errors import StorageError
 from storage.index import SqliteIndex, index_path
 from storage.lock import DataDirLock
 from storage.redact import load_or_create_key
@@ -39,9 +38,6 @@ from storage.signing import SigningKey, load_or_create_signing_key, signing_key_
 
 logger = logging.getLogger("wardgate")
 VERSION = importlib.metadata.version("wardgate")
-
-INDEX_BATCH_FRAMES = 2_000  # frames indexed per step: bounds how long one step holds the loop
-INDEX_POLL_S = 0.5
 
 
 def _summed(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -64,7 +60,6 @@ class Gateway:
         self._on_ready = on_ready
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._index_wake = asyncio.Event()
         self._connections: set[ClientConnection] = set()
         self._force = False
         self.addresses: list[tuple[str, int]] = []
@@ -73,8 +68,7 @@ class Gateway:
         self._upstream_tls: list[ssl.SSLContext | None] = []
         self.recorder: Recorder | None = None
         self.index: SqliteIndex | None = None
-        self.index_error = ""
-        self.indexed_frames = 0  # indexed by this process (its startup catch-up included)
+        self.indexer = FollowerProcess(config.data_dir)
         self.admin_address: tuple[str, int] | None = None
         self.write_seconds = Histogram()
         self.fsync_seconds = Histogram()
@@ -166,7 +160,6 @@ class Gateway:
             group_commit_s=storage.group_commit_ms / 1000,
             max_pending=storage.max_pending_frames,
             redact_key=key,
-            on_flush=self._index_wake.set,
             signing_key=signing_key,
             checkpoint_every_frames=storage.checkpoint_every_frames,
             checkpoint_interval_s=storage.checkpoint_interval_s,
@@ -181,9 +174,10 @@ class Gateway:
         sessions = SessionTracker(
             idle_timeout_s=cfg.sessions.idle_timeout_s, max_tracked=cfg.sessions.max_tracked
         )
+        log_closed = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(recorder.run(), name="recorder")
-            tasks.create_task(self._follow_index(index), name="indexer")
+            writer = tasks.create_task(recorder.run(), name="recorder")
+            tasks.create_task(self.indexer.run(log_closed), name="indexer")
             retention = cfg.retention
             if retention.max_age_s or retention.max_total_bytes:
                 policy = RetentionPolicy(
@@ -209,12 +203,8 @@ class Gateway:
             for ctx in self.contexts:
                 ctx.pool.close()
             recorder.close()
-            self._index_wake.set()
-        try:
-            # The recorder has drained; one last pass leaves the index current.
-            await index.catch_up(self.config.data_dir, max_frames=1 << 30)
-        except (StorageError, sqlite3.Error, OSError) as exc:
-            logger.error("the index is behind the log (`wardgate reindex` catches it up): %s", exc)
+            await writer
+            log_closed.set()  # the follower's last pass now sees every frame
 
     async def _listen(self, i: int, recorder: Recorder, sessions: SessionTracker) -> asyncio.Server:
         listener = self.config.listeners[i]
@@ -325,42 +315,18 @@ class Gateway:
                 "Times a connection waited for the log writer",
                 rec.backpressure_waits,
             )
-            lag = max(0, rec.frames - self.indexed_frames)
+            lag = max(0, rec.frames - self.indexer.indexed_frames)
             out.metric("wardgate_index_lag_frames", "gauge", "Frames written but not yet indexed", lag)
         out.histogram("wardgate_log_write_seconds", "Time to write one batch of frames", self.write_seconds)
         out.histogram(
             "wardgate_log_fsync_seconds", "Time of one fsync of the session log", self.fsync_seconds
         )
         out.metric(
-            "wardgate_index_healthy", "gauge", "1 while the index follows the log", int(not self.index_error)
+            "wardgate_index_follower_up",
+            "gauge",
+            "1 while the index follower process runs",
+            int(self.indexer.running),
         )
-
-    async def _follow_index(self, index: SqliteIndex) -> None:
-        """Keep the derived index close behind the log. Never on a connection's path."""
-        data_dir = self.config.data_dir
-        while not self._stop.is_set():
-            try:
-                async with asyncio.timeout(INDEX_POLL_S):
-                    await self._index_wake.wait()
-            except TimeoutError:
-                pass
-            self._index_wake.clear()
-            try:
-                while True:  # each step awaits the database, so connections run in between
-                    applied = await index.catch_up(data_dir, max_frames=INDEX_BATCH_FRAMES)
-                    self.indexed_frames += applied
-                    if applied < INDEX_BATCH_FRAMES:
-                        break
-            except (StorageError, sqlite3.Error, OSError) as exc:
-                # The log stays the record of truth and recording goes on; only search goes stale.
-                # catch_up is idempotent, so the next round retries from where the index stands.
-                if str(exc) != self.index_error:
-                    logger.error("indexing paused, the index is behind the log: %s", exc)
-                self.index_error = str(exc)
-                continue
-            if self.index_error:
-                logger.warning("indexing resumed")
-                self.index_error = ""
 
     async def _handle(
         self, ctx: ProxyContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

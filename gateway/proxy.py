@@ -107,6 +107,7 @@ class ClientConnection:
         self._seq = 0
         self._behind = False
         self.busy = False  # inside an exchange: graceful shutdown lets it finish
+        self._out: list[bytes] = []  # response bytes of the current upstream read, written at once
 
     # --- recording -------------------------------------------------------------------------------
 
@@ -379,14 +380,22 @@ class ClientConnection:
                             ex, 502, "upstream_aborted", "the upstream closed the connection mid-response"
                         )
             await self._drain(ex)
-            await self._keep_pace()
+            if self._behind:
+                await self._keep_pace()
 
     def _write(self, data: bytes) -> None:
         if data:
-            self.writer.write(data)
+            self._out.append(data)
+
+    def _flush_out(self) -> None:
+        """One write for everything one upstream read produced (head, chunks, end)."""
+        if self._out:
+            self.writer.write(self._out[0] if len(self._out) == 1 else b"".join(self._out))
+            self._out.clear()
 
     async def _drain(self, ex: _Exchange) -> None:
-        """Back-pressure: a slow client pauses our reads from the upstream."""
+        """Send what is pending; back-pressure: a slow client pauses our reads from the upstream."""
+        self._flush_out()
         if self.writer.transport.get_write_buffer_size() <= WRITE_HIGH_WATER:
             if self.writer.is_closing():
                 self._client_gone(ex, "the client closed the connection")
@@ -411,8 +420,10 @@ class ClientConnection:
             raise _Refusal(status, kind, message)
         self._record_error(ex, kind, 0, message)
         self._end(ex, "upstream_aborted")
-        # Cut without a final chunk: the client must not mistake a truncated stream for a whole one.
-        self.writer.transport.abort()
+        # Deliver what did arrive, then close without a final chunk: the client must not mistake a
+        # truncated stream for a whole one.
+        self._flush_out()
+        self.writer.close()
         raise ExchangeAborted
 
     # --- answers the gateway makes itself ---------------------------------------------------------
@@ -451,6 +462,7 @@ class ClientConnection:
         if ex.response_started:
             self.writer.transport.abort()
             return
+        self._flush_out()
         ex.status = status
         head, body = error_response(status, kind, message, session_id=ex.session_id, exchange_id=ex.id)
         try:

@@ -235,6 +235,7 @@ class Gateway:
             host,
             port,
             limit=64 * 1024,
+            backlog=4096,
             ssl=server_tls.context if server_tls else None,
             # A handshake is part of the request head's budget: a silent client cannot hold a slot.
             ssl_handshake_timeout=limits.header_timeout_s if server_tls else None,

@@ -44,6 +44,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def descendants(pid: int) -> list[int]:
+    """Live child processes, recursively, from /proc/<pid>/task/<tid>/children."""
+    found: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            found.append(child)
+            found.extend(descendants(child))
+    return found
+
+
+def _quiet_cpu(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except BenchError:
+        return 0.0  # exited between listing and reading
+
+
 def machine_busy_s() -> float:
     """CPU time all cores have spent running processes since boot (user, nice, system).
 
@@ -188,7 +214,8 @@ class Child:
         return self.proc.pid
 
     def cpu_s(self) -> float:
-        return cpu_seconds(self.pid)
+        """The process's CPU time plus its live descendants' (the gateway's index follower is one)."""
+        return cpu_seconds(self.pid) + sum(_quiet_cpu(pid) for pid in descendants(self.pid))
 
     def memory_kib(self) -> dict[str, int]:
         return memory_kib(self.pid)

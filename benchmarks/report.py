@@ -263,7 +263,8 @@ def header_text(meta: dict[str, Any]) -> str:
             f"other limits default; mock: fast, paced {c['paced_ms']:g} ms/token, idle {c['idle_ms']:g} ms; "
             "HTTP/1.1, keep-alive",
             f"pinning: {meta['pinning']}",
-            "CPU: the target process's CPU clock (all threads) per round until it is idle again; "
+            "CPU: the target process's CPU clock (all threads, and its children such as the index follower) "
+            "per round until it is idle again; "
             "floor = byte relay in the same run; medians over rounds",
         ]
     )

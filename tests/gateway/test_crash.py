@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +21,8 @@ from parsers.events import BodyChunk, Direction, MessageEnd, RequestHead, Respon
 from parsers.http1 import Http1Connection, Role
 from storage.index import SqliteIndex, index_path
 from storage.reader import iter_frames
+from tests.gateway.processes import free_port, wait_port, wardgate
 
-ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 6
 CLIENTS = 6
 
@@ -70,24 +69,6 @@ class RecordingUpstream:
             writer.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    async with asyncio.timeout(20):
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
-
-
 async def client_loop(port: int, prefix: str, completed: set[str], progress: asyncio.Event) -> None:
     """Stream requests back to back until the gateway dies under us."""
     async with httpx.AsyncClient(timeout=5) as http:
@@ -110,12 +91,6 @@ async def client_loop(port: int, prefix: str, completed: set[str], progress: asy
 
 def start_gateway_process(port: int, upstream: int, data_dir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(serve_cmd(port, upstream, data_dir), stderr=subprocess.PIPE)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, timeout=60, cwd=ROOT, check=False
-    )
 
 
 def serve_cmd(port: int, upstream: int, data_dir: Path) -> list[str]:
@@ -160,7 +135,7 @@ async def test_sigkill_at_random_points(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
 
-    verify = run_cli("verify", "--data-dir", str(data_dir), "--json")
+    verify = wardgate("verify", "--data-dir", str(data_dir), "--json")
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
     forwarded: set[str] = set()

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from gateway.mock_llm import MockLlm, MockLlmConfig
 from parsers.events import BodyChunk, Direction, GatewayError
 from storage.reader import iter_frames
 from tests.gateway.conftest import GatewayFactory
+from tests.gateway.processes import wardgate
 
-ROOT = Path(__file__).resolve().parents[2]
 STREAM_REQUEST = (
     b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
@@ -123,32 +121,21 @@ async def test_head_request_has_no_body(start_gateway: GatewayFactory) -> None:
     assert rest == b""
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        check=False,
-    )
-
-
 def test_bad_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
     config = tmp_path / "wardgate.toml"
     config.write_text('[limits]\nmax_head_bytes = "lots"\n')
-    result = run_cli("serve", "--config", str(config))
+    result = wardgate("serve", "--config", str(config))
     assert result.returncode == 2
-    assert "limits.max_head_bytes" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "limits.max_head_bytes" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
     config.write_text("[limits]\nno_such_limit = 1\n")
-    result = run_cli("serve", "--config", str(config))
+    result = wardgate("serve", "--config", str(config))
     assert result.returncode == 2
-    assert "no_such_limit" in result.stderr
+    assert "no_such_limit" in result.stderr.decode()
 
 
 def test_bad_flag_value_exits_2(tmp_path: Path) -> None:
-    result = run_cli("serve", "--listen", "nonsense", "--data-dir", str(tmp_path))
+    result = wardgate("serve", "--listen", "nonsense", "--data-dir", str(tmp_path))
     assert result.returncode == 2
-    assert "listen" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "listen" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()

@@ -7,8 +7,6 @@ import itertools
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +16,18 @@ import pytest
 
 from gateway.mock_llm import MockLlm, MockLlmConfig
 from parsers.events import Direction, ExchangeEnded, GatewayError, ParseFailed, RequestHead
-from storage.assemble import ExchangeRecord
 from storage.index import SqliteIndex, index_path
 from storage.query import ExchangeQuery
 from storage.reader import iter_frames
 from tests.gateway.conftest import GatewayFactory
+from tests.gateway.processes import record_of, wardgate
 
 SECRET = "sk-test-Zq8vXk3LmN0pQ7rS2tUvW9yZ"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def client(port: int) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
         base_url=f"http://127.0.0.1:{port}/v1", api_key=SECRET, max_retries=0, timeout=10
-    )
-
-
-async def record_of(data_dir: Path, exchange_id: str) -> ExchangeRecord:
-    async with await SqliteIndex.open(index_path(data_dir), readonly=True) as index:
-        record = await index.exchange(exchange_id)
-    assert record is not None, f"exchange {exchange_id} not indexed"
-    return record
-
-
-def wardgate(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, timeout=60, cwd=ROOT, check=False
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +13,7 @@ import httpx
 from gateway.mock_llm import MockLlm, MockLlmConfig
 from parsers.events import ExchangeEnded
 from storage.reader import iter_frames
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.gateway.processes import ROOT, free_port, wait_port, wardgate
 
 
 def start(port: int, upstream: int, data_dir: Path) -> subprocess.Popen[bytes]:
@@ -35,24 +27,7 @@ def start(port: int, upstream: int, data_dir: Path) -> subprocess.Popen[bytes]:
 
 
 def verify(data_dir: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "verify", "--data-dir", str(data_dir)],
-        capture_output=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
-
-
-async def wait_port(port: int) -> None:
-    async with asyncio.timeout(20):
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
+    return wardgate("verify", "--data-dir", str(data_dir))
 
 
 async def stream_body(http: httpx.AsyncClient, port: int) -> bytes:

@@ -8,9 +8,7 @@ import hashlib
 import json
 import logging
 import signal
-import socket
 import ssl
-import subprocess
 import sys
 import warnings
 from collections.abc import AsyncIterator
@@ -29,9 +27,8 @@ from gateway.mock_llm import MockLlm, MockLlmConfig
 from gateway.server import Gateway, running
 from gateway.tls import ServerTls, TlsSession, certificate_fingerprint, session_of
 from parsers.events import ExchangeStarted, GatewayError
-from storage.assemble import ExchangeRecord
-from storage.index import SqliteIndex, index_path
 from storage.reader import iter_frames
+from tests.gateway.processes import free_port, record_of, wardgate
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-test-tls-4q8Vx0LmZ2"
@@ -132,19 +129,6 @@ async def refused(port: int, ctx: ssl.SSLContext) -> bool:
 
 def started_events(data_dir: Path) -> list[ExchangeStarted]:
     return [s.frame.event for s in iter_frames(data_dir) if isinstance(s.frame.event, ExchangeStarted)]
-
-
-async def record_of(data_dir: Path, exchange_id: str) -> ExchangeRecord:
-    async with await SqliteIndex.open(index_path(data_dir), readonly=True) as index:
-        record = await index.exchange(exchange_id)
-    assert record is not None, f"exchange {exchange_id} not indexed"
-    return record
-
-
-def wardgate(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, timeout=60, cwd=ROOT, check=False
-    )
 
 
 # --- termination ---------------------------------------------------------------------------------------
@@ -462,12 +446,6 @@ async def test_upstream_insecure_skips_verification_and_says_so(
 
 
 # --- SIGHUP to a real gateway process ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_line(stream: asyncio.StreamReader | None, marker: bytes, seen: list[bytes]) -> bytes:

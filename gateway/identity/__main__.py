@@ -1,0 +1,7 @@
+"""``python -m gateway.identity``: the identity commands on their own."""
+
+import sys
+
+from gateway.identity.commands import main
+
+sys.exit(main())

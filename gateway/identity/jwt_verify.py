@@ -150,6 +150,7 @@ class TokenVerifier:
         return alg, kid
 
     def _check_claims(self, claims: dict[str, Any], now: float) -> None:
+        # sub is always required: an Identity without a subject could not be told apart from another.
         for name in self.config.required_claims | {"sub"}:
             if name not in claims:
                 raise TokenRejected(f"missing {name} claim")
@@ -209,7 +210,12 @@ def groups_from(claims: Mapping[str, Any], path: str) -> tuple[str, ...]:
 
 def _is_number(value: object) -> bool:
     # bool is an int subclass; jose would compare True with a timestamp. NaN/inf compare oddly too.
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float range, e.g. exp = 10**400
+        return False
 
 
 def _b64_json(part: str, what: str) -> dict[str, Any]:

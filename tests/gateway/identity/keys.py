@@ -31,9 +31,13 @@ class SigningKey:
     public_der: bytes
     jwk: dict[str, Any] = field(default_factory=dict)
 
+    _jose_key: Any = None
+
     def sign(self, claims: dict[str, Any], **header: Any) -> str:
+        if self._jose_key is None:  # parsing the PEM each time costs more than signing
+            self._jose_key = jwk.construct(self.private_pem.decode(), self.alg)
         headers = {"kid": self.kid, **header}
-        return str(jwt.encode(claims, self.private_pem.decode(), algorithm=self.alg, headers=headers))
+        return str(jwt.encode(claims, self._jose_key, algorithm=self.alg, headers=headers))
 
 
 def _pems(private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes, bytes]:

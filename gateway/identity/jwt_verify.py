@@ -104,6 +104,9 @@ class TokenVerifier:
         self._keys = keys
         self._clock = clock
         self._cache: OrderedDict[bytes, tuple[float, Identity]] = OrderedDict()
+        # jose Key objects by (alg, id of the JWK): building one costs more than verifying a signature.
+        # The JWK itself is kept alongside, so its id cannot be reused by another object meanwhile.
+        self._jose_keys: dict[tuple[str, int], tuple[Jwk, Any]] = {}
 
     async def verify(self, token: str) -> Identity:
         """The identity a valid token carries.
@@ -130,13 +133,28 @@ class TokenVerifier:
         if key is None:
             raise TokenRejected("unknown key id")
         _check_key(key, alg)
-        _verify_signature(token, key, alg)
+        _verify_signature(token, self._jose_key(key, alg), alg)
         identity = self._identity(claims)
         expires = float(claims.get("exp", now + 300))  # no exp (not required): re-verify after 5 min
         self._cache[digest] = (min(expires, now + 3600), identity)
         while len(self._cache) > self.config.cache_entries:
             self._cache.popitem(last=False)
         return identity
+
+    def _jose_key(self, key: Jwk, alg: str) -> Any:
+        cached = self._jose_keys.get((alg, id(key)))
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        try:
+            built = jwk.construct(dict(key), alg)
+        except JOSEError:
+            raise TokenRejected("unusable key") from None
+        except (TypeError, ValueError, KeyError):
+            raise TokenRejected("malformed key") from None
+        if len(self._jose_keys) >= 64:  # keys rotate rarely; a full table is stale entries
+            self._jose_keys.clear()
+        self._jose_keys[(alg, id(key))] = (key, built)
+        return built
 
     def _check_header(self, header: dict[str, Any]) -> tuple[str, str | None]:
         alg = header.get("alg")
@@ -255,17 +273,16 @@ def _check_key(key: Jwk, alg: str) -> None:
         raise TokenRejected("key may not verify")
 
 
-def _verify_signature(token: str, key: Jwk, alg: str) -> None:
+def _verify_signature(token: str, one_key: Any, alg: str) -> None:
     # One Key object (jose would try every key of a set) and one algorithm. Every claim was checked
     # above, against the verifier's clock, so jose checks only the signature.
     skip = ("aud", "iss", "sub", "jti", "exp", "nbf", "iat", "at_hash")
     try:
-        one_key = jwk.construct(dict(key), alg)
         jwt.decode(token, one_key, algorithms=[alg], options={f"verify_{name}": False for name in skip})
     except JOSEError:
         raise TokenRejected("invalid signature or claims") from None
     except (TypeError, ValueError, KeyError):
-        raise TokenRejected("malformed token or key") from None
+        raise TokenRejected("malformed token") from None
 
 
 __all__ = [

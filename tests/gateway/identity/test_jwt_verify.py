@@ -267,3 +267,13 @@ async def test_any_text_is_token_rejected(token: str) -> None:
 
 
 HYPOTHESIS_VERIFIER = verifier()
+
+
+@pytest.mark.parametrize("n", ["", "!!", "AA"])
+async def test_a_broken_key_in_the_set_is_a_rejection_not_a_crash(n: str) -> None:
+    broken = {**RSA.jwk, "n": n}
+    assert await rejected(RSA.sign(claims()), verifier(broken)) in (
+        "unusable key",
+        "malformed key",
+        "invalid signature or claims",
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.config import ConfigError
 from gateway.identity.http_client import FetchError, http_get
 from gateway.identity.jwt_verify import Jwk, KeysUnavailable
 
@@ -82,8 +83,14 @@ def discovery_loader(issuer: str, fetch: Fetcher = http_get) -> Loader:
     """Finds ``jwks_uri`` in the issuer's discovery document (once), then fetches that on each load.
 
     Plain http is accepted only for loopback issuers (the dev IdP, tests).
+
+    Raises:
+        ConfigError: the issuer is not an https URL (or http on loopback).
     """
-    _require_https(issuer)
+    try:
+        _require_https(issuer)
+    except JwksError as exc:
+        raise ConfigError(f"auth.oidc.issuer: {exc}") from None
     jwks_uri: str | None = None
 
     async def load() -> bytes:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import ConfigError
 from gateway.identity.http_client import FetchError, http_get
 from gateway.identity.jwks import JwksCache, JwksError, discovery_loader, file_loader, parse_jwks
 from gateway.identity.jwt_verify import KeysUnavailable, TokenRejected, TokenVerifier, VerifierConfig
@@ -140,7 +141,7 @@ async def test_discovery_naming_another_issuer_is_refused(server: KeyServer) -> 
 
 
 def test_plain_http_issuers_only_on_loopback() -> None:
-    with pytest.raises(JwksError, match="https required"):
+    with pytest.raises(ConfigError, match=r"auth\.oidc\.issuer: .*https required"):
         discovery_loader("http://idp.example.com")
     discovery_loader("http://localhost:1")
     discovery_loader("http://[::1]:1")

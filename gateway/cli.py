@@ -15,7 +15,7 @@ from pathlib import Path
 import uvloop
 
 from benchmarks import cli as bench_cli
-from gateway import indexer, inspect, keys, mock_llm, retention
+from gateway import identity, indexer, inspect, keys, mock_llm, retention
 from gateway.config import Config, ConfigError, apply_flags, load, validate
 from gateway.server import Gateway
 from storage.errors import DataDirBusy, StorageError
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_command(sub)
     indexer.add_command(sub)
     retention.add_commands(sub)
+    identity.add_commands(sub)
     bench_cli.add_command(sub)
     return parser
 

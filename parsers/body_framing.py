@@ -118,10 +118,25 @@ class BodyScanner:
                 self._remaining -= take
                 if not self._remaining:
                     state = _State.CHUNK_CRLF
-            elif state is _State.CHUNK_CRLF:
-                pos, state = self._chunk_crlf(data, pos)
             elif state is _State.CHUNK_HEADER:
+                if not self._pending:
+                    # Fast path for one whole chunk in this read, size line to CRLF (a streamed token).
+                    line_end = data.find(b"\r\n", pos)
+                    match = _CHUNK_HEADER.fullmatch(data, pos, line_end) if line_end >= 0 else None
+                    if match is not None:
+                        start = line_end + 2
+                        stop = start + int(match[1], 16)
+                        if start < stop and data.startswith(b"\r\n", stop):
+                            pieces.append(data[start:stop])
+                            pos = stop + 2
+                            continue
                 pos, state = self._chunk_header(data, pos)
+            elif state is _State.CHUNK_CRLF:
+                if not self._crlf_seen and data.startswith(b"\r\n", pos):
+                    pos += 2
+                    state = _State.CHUNK_HEADER
+                else:
+                    pos, state = self._chunk_crlf(data, pos)
             elif state is _State.LENGTH:
                 take = min(self._remaining, end - pos)
                 pieces.append(data[pos : pos + take])

@@ -158,7 +158,7 @@ class BodyScanner:
             self._state = _State.FAILED
             raise ParseError(
                 f"body framing: {state.value} longer than {self._max_incomplete} bytes "
-                f"without its line end (body byte {self._offset + pos})",
+                f"without its line end (from body byte {self._offset + pos - len(self._pending)})",
                 status_hint=431,
             )
         self._offset += pos
@@ -189,6 +189,7 @@ class BodyScanner:
 
     def _chunk_header(self, data: bytes, pos: int) -> tuple[int, _State]:
         pending = self._pending
+        line_start = pos - len(pending)  # the line may have begun in an earlier feed
         if pending and pending[-1] == 13 and data[pos] == 10:  # a CRLF split across two feeds
             line_end, after = pos - 1, pos + 1
         else:
@@ -208,7 +209,7 @@ class BodyScanner:
             match = _CHUNK_HEADER.fullmatch(data, pos, line_end)
             line = data[pos:line_end]
         if match is None:
-            raise self._fail(f"illegal chunk header {line[:40]!r}", pos)
+            raise self._fail(f"illegal chunk header {line[:40]!r}", line_start)
         self._remaining = int(match[1], 16)
         return after, _State.CHUNK_DATA if self._remaining else _State.TRAILERS
 

@@ -166,6 +166,13 @@ def test_error_names_the_byte_offset() -> None:
         scanner.feed(b"\r\n")
 
 
+def test_error_in_a_line_split_across_reads_names_where_it_began() -> None:
+    scanner = BodyScanner(Chunked())
+    scanner.feed(b"1\r\na\r\n1")
+    with pytest.raises(ParseError, match=r"illegal chunk header b'1g' \(body byte 6\)"):
+        scanner.feed(b"g\r\n")
+
+
 def test_incomplete_line_over_the_limit() -> None:
     scanner = BodyScanner(Chunked(), max_incomplete_bytes=8)
     with pytest.raises(ParseError, match="longer than 8 bytes") as err:

@@ -225,7 +225,7 @@ TOKEN = st.text(alphabet="abcXYZ-_!~09", min_size=1, max_size=8).map(str.encode)
 VALUE = st.text(alphabet="ab c\t\x01\x7f\xe9:;", max_size=10).map(lambda s: s.encode("latin-1"))
 EOL = st.sampled_from([b"\r\n", b"\n"])
 # Mostly right; sometimes a bare LF, a doubled LF, a lone CR or nothing where CRLF belongs.
-LINE_END = st.sampled_from([b"\r\n"] * 8 + [b"\n", b"\n\n", b"\r", b"\r\r\n", b""])
+LINE_END = st.sampled_from([b"\r\n"] * 24 + [b"\n", b"\n\n", b"\r", b"\r\r\n", b""])
 
 
 @st.composite

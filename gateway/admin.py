@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import msgspec
 
+from gateway.control_http import serve_one
 from gateway.metrics import Exposition
-from parsers.events import MessageEnd, RequestHead
-from parsers.http1 import Http1Connection, Role, render_response
+from parsers.events import RequestHead
 
 logger = logging.getLogger("wardgate.admin")
 
@@ -41,38 +41,13 @@ class AdminServer:
         self._timeout_s = timeout_s
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                status, content_type, body = await self._answer(reader)
-                headers = [
-                    (b"Content-Type", content_type),
-                    (b"Content-Length", str(len(body)).encode()),
-                    (b"Cache-Control", b"no-store"),
-                    (b"Connection", b"close"),
-                ]
-                writer.write(render_response(status, _REASONS.get(status, b""), headers, body))
-                await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass  # a probe that went away or stalled: nothing to answer
-        except Exception:  # the one catch per connection: admin must outlive any bug
-            logger.exception("admin request failed")
-        finally:
-            writer.transport.abort()
+        await serve_one(
+            reader, writer, self._answer, logger=logger, timeout_s=self._timeout_s, max_body_bytes=0
+        )
 
-    async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, bytes, bytes]:
-        http = Http1Connection(Role.SERVER, max_head_bytes=16 * 1024)
-        head: RequestHead | None = None
-        while head is None:
-            data = await reader.read(16 * 1024)
-            events = http.feed(data) if data else http.feed_eof()
-            for event in events:
-                if isinstance(event, RequestHead):
-                    head = event
-                    break
-                if not isinstance(event, MessageEnd):
-                    return 400, b"text/plain", b"bad request\n"
-            if not data and head is None:
-                return 400, b"text/plain", b"bad request\n"
+    def _answer(self, head: RequestHead | None, body: bytes, loopback: bool) -> tuple[int, bytes, bytes]:
+        if head is None:
+            return 400, b"text/plain", b"bad request\n"
         if head.method not in (b"GET", b"HEAD"):
             return 405, b"text/plain", b"only GET\n"
         path = head.target.split(b"?", 1)[0]
@@ -80,8 +55,8 @@ class AdminServer:
             return 200, b"application/json", b'{"status":"ok"}'
         if path == b"/readyz":
             readiness = self._readiness()
-            body = msgspec.json.encode({"ready": readiness.ready, "reasons": list(readiness.reasons)})
-            return (200 if readiness.ready else 503), b"application/json", body
+            payload = msgspec.json.encode({"ready": readiness.ready, "reasons": list(readiness.reasons)})
+            return (200 if readiness.ready else 503), b"application/json", payload
         if path == b"/metrics":
             exposition = Exposition()
             self._metrics(exposition)

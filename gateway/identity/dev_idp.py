@@ -16,7 +16,6 @@ import os
 import secrets
 import sys
 import time
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
 
-from parsers.events import BodyChunk, MessageEnd, RequestHead
-from parsers.http1 import Http1Connection, Role, render_response
+from gateway.control_http import serve_one
+from parsers.events import RequestHead
 
 logger = logging.getLogger("wardgate.identity.dev_idp")
 
@@ -36,7 +35,6 @@ BANNER = (
 KEY_FILE = "dev-idp-signing-key.pem"
 MAX_TTL_S = 7 * 24 * 3600
 _MAX_BODY_BYTES = 16 * 1024
-_REASONS = {200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed"}
 
 
 class MintError(Exception):
@@ -77,24 +75,18 @@ class DevIdp:
         self._timeout_s = timeout_s
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                head, body = await _read_request(reader)
-                status, answer = self.answer(head, body, _peer_is_loopback(writer))
-                headers = [
-                    (b"Content-Type", b"application/json"),
-                    (b"Content-Length", str(len(answer)).encode()),
-                    (b"Cache-Control", b"no-store"),
-                    (b"Connection", b"close"),
-                ]
-                writer.write(render_response(status, _REASONS.get(status, b""), headers, answer))
-                await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass  # a client that went away or stalled: nothing to answer
-        except Exception:  # the one catch per connection: the IdP outlives any bug
-            logger.exception("dev-idp request failed")
-        finally:
-            writer.transport.abort()
+        await serve_one(
+            reader,
+            writer,
+            self._json_answer,
+            logger=logger,
+            timeout_s=self._timeout_s,
+            max_body_bytes=_MAX_BODY_BYTES,
+        )
+
+    def _json_answer(self, head: RequestHead | None, body: bytes, loopback: bool) -> tuple[int, bytes, bytes]:
+        status, answer = self.answer(head, body, loopback)
+        return status, b"application/json", answer
 
     def answer(self, head: RequestHead | None, body: bytes, loopback: bool) -> tuple[int, bytes]:
         if head is None:
@@ -178,39 +170,6 @@ async def serve(host: str, port: int, state_dir: Path, issuer: str | None, stop:
         print(BANNER, file=sys.stderr, flush=True)
         print(f"wardgate dev-idp: issuer {idp.issuer} (kid {key.kid})", flush=True)
         await stop.wait()
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[RequestHead | None, bytes]:
-    http = Http1Connection(Role.SERVER, max_head_bytes=16 * 1024)
-    head: RequestHead | None = None
-    body = bytearray()
-    while True:
-        data = await reader.read(16 * 1024)
-        for event in http.feed(data) if data else http.feed_eof():
-            match event:
-                case RequestHead():
-                    head = event
-                case BodyChunk():
-                    body += event.data
-                    if len(body) > _MAX_BODY_BYTES:
-                        return None, b""
-                case MessageEnd() if head is not None:
-                    return head, bytes(body)
-                case _:
-                    return None, b""
-        if not data:
-            return None, b""
-
-
-def _peer_is_loopback(writer: asyncio.StreamWriter) -> bool:
-    peer = writer.get_extra_info("peername")
-    try:
-        address = ip_address(peer[0]) if isinstance(peer, tuple) else None
-    except ValueError:
-        return False
-    if address is not None and address.version == 6 and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 on a dual-stack socket
-    return address is not None and address.is_loopback
 
 
 def _error(message: str) -> bytes:

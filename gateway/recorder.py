@@ -54,7 +54,6 @@ class RecorderStats(msgspec.Struct, kw_only=True):
     batches: int = 0
     syncs: int = 0
     backpressure_waits: int = 0  # times a connection waited because the writer fell behind
-    last_sync_ms: float = 0.0
     checkpoints: int = 0
     checkpoint_file_errors: int = 0  # checkpoints only in the log: the checkpoint file could not be written
     failures: int = 0  # times the log turned unwritable
@@ -73,7 +72,6 @@ class Recorder:
         group_commit_s: float,
         max_pending: int,
         redact_key: bytes,
-        on_flush: Callable[[], None] = lambda: None,
         signing_key: SigningKey | None = None,
         checkpoint_every_frames: int = 10_000,
         checkpoint_interval_s: float = 5.0,
@@ -86,7 +84,6 @@ class Recorder:
         self._group_commit_s = group_commit_s
         self._max_pending = max_pending
         self._redact_key = redact_key
-        self._on_flush = on_flush
         self._key = signing_key
         self._checkpoint_every = checkpoint_every_frames
         self._checkpoint_interval_s = checkpoint_interval_s
@@ -303,7 +300,6 @@ class Recorder:
         self.stats.bytes += size
         self.stats.batches += 1
         self._observe_write(time.monotonic() - started)
-        self._on_flush()
 
     async def _sync(self) -> None:
         if not self._dirty:
@@ -316,7 +312,6 @@ class Recorder:
         await asyncio.to_thread(self._log.sync)
         self._last_sync = time.monotonic()
         self.stats.syncs += 1
-        self.stats.last_sync_ms = (self._last_sync - started) * 1000
         self._observe_sync(self._last_sync - started)
         if self._log.records == records:
             self._dirty = False
@@ -466,7 +461,6 @@ class Recorder:
         )
         if self._key is not None:
             await self._anchored(opening[0])
-        self._on_flush()
         return True
 
 

@@ -31,11 +31,6 @@ def encode_frame(frame: Frame) -> bytes:
     return _encoder.encode(frame)
 
 
-def encode_frame_into(frame: Frame, buffer: bytearray, offset: int) -> None:
-    """Encode into a reusable buffer at ``offset`` (the buffer grows as needed)."""
-    _encoder.encode_into(frame, buffer, offset)
-
-
 def decode_frame(payload: bytes | memoryview) -> Frame:
     """Raises:
     msgspec.DecodeError: the payload is not a frame of this format version.
@@ -43,4 +38,4 @@ def decode_frame(payload: bytes | memoryview) -> Frame:
     return _decoder.decode(payload)
 
 
-__all__ = ["FORMAT_VERSION", "Frame", "decode_frame", "encode_frame", "encode_frame_into"]
+__all__ = ["FORMAT_VERSION", "Frame", "decode_frame", "encode_frame"]

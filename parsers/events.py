@@ -188,6 +188,23 @@ class GatewayStarted(Event, frozen=True, kw_only=True):
     version: str
 
 
+# --- HTTP/2 stream and connection control: emitted by parsers.http2 ------------------------------------
+
+
+class StreamReset(Event, frozen=True, kw_only=True):
+    """RST_STREAM: one stream was cancelled (RFC 9113 §6.4). The frame's direction says by whom."""
+
+    error_code: int  # RFC 9113 §7: 0x8 CANCEL, 0x7 REFUSED_STREAM, ...
+
+
+class GoAway(Event, frozen=True, kw_only=True):
+    """GOAWAY: the connection takes no stream above ``last_stream_id`` (RFC 9113 §6.8)."""
+
+    error_code: int  # 0x0 NO_ERROR for a graceful close; 0x1 PROTOCOL_ERROR, 0xb ENHANCE_YOUR_CALM, ...
+    last_stream_id: int
+    debug: bytes = b""
+
+
 RecordedEvent = (
     RequestHead
     | ResponseHead
@@ -205,6 +222,8 @@ RecordedEvent = (
     | Recovered
     | Retention
     | GatewayStarted
+    | StreamReset
+    | GoAway
 )
 
 __all__ = [
@@ -218,6 +237,7 @@ __all__ = [
     "ExchangeStarted",
     "GatewayError",
     "GatewayStarted",
+    "GoAway",
     "Headers",
     "Identity",
     "MessageEnd",
@@ -230,4 +250,5 @@ __all__ = [
     "SessionStarted",
     "SseComment",
     "SseMessage",
+    "StreamReset",
 ]

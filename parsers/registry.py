@@ -7,9 +7,11 @@ parsers come from the ``wardgate.parsers`` entry-point group, merged in by the g
 from __future__ import annotations
 
 from parsers.http1 import Http1Connection
+from parsers.http2 import Http2Connection
 
 BUILTIN: dict[str, type[object]] = {
     "http1": Http1Connection,
+    "h2": Http2Connection,
 }
 
 __all__ = ["BUILTIN"]

@@ -22,6 +22,7 @@ from parsers.events import (
     ExchangeStarted,
     GatewayError,
     GatewayStarted,
+    GoAway,
     Identity,
     MessageEnd,
     ParseFailed,
@@ -32,6 +33,7 @@ from parsers.events import (
     SessionStarted,
     SseComment,
     SseMessage,
+    StreamReset,
 )
 from parsers.openai import OpenAIExchange, ToolCall
 from storage._format import Position
@@ -155,6 +157,8 @@ class _Open:
                 | Recovered()
                 | Retention()
                 | GatewayStarted()
+                | StreamReset()
+                | GoAway()
             ):
                 return
             case MessageEnd() | ConnectionClosed() | ParseFailed() | SseMessage() | SseComment():

@@ -14,6 +14,7 @@ from parsers.events import (
     ExchangeStarted,
     GatewayError,
     GatewayStarted,
+    GoAway,
     Identity,
     MessageEnd,
     ParseFailed,
@@ -25,6 +26,7 @@ from parsers.events import (
     SessionStarted,
     SseComment,
     SseMessage,
+    StreamReset,
 )
 from storage.codec import Frame, decode_frame, encode_frame
 
@@ -124,6 +126,8 @@ events: st.SearchStrategy[RecordedEvent] = st.one_of(
         kept_segments=st.lists(small, max_size=3),
     ),
     st.builds(GatewayStarted, boot_id=texts, pid=small, version=texts),
+    st.builds(StreamReset, stream_id=small, error_code=small),
+    st.builds(GoAway, error_code=small, last_stream_id=small, debug=st.binary(max_size=20)),
 )
 
 frames = st.builds(
@@ -143,4 +147,4 @@ def test_decode_of_encode_is_identity(frame: Frame) -> None:
 
 
 def test_every_event_type_is_covered() -> None:
-    assert len(RecordedEvent.__args__) == 16  # a new event type needs a strategy above
+    assert len(RecordedEvent.__args__) == 18  # a new event type needs a strategy above

@@ -1,0 +1,188 @@
+"""The masking scan: where rules match in a text, whole or fed in pieces, with the same answer either way.
+
+Whole-text semantics: scan left to right; at each point take the match that starts earliest (on a tie,
+the rule listed first); a match whose checksum fails is skipped (the scan goes on one character later);
+after a match the scan resumes at its end. ``TextScan`` gives that answer for a text fed in any pieces:
+it decides a stretch only once no continuation could change it, using the ``regex`` module's partial
+matches. It holds back only the tail that could still be part of a match and never more than
+``max_hold_chars`` (past that the oldest held characters are released unmasked: a pattern whose matches
+run that long is not streamable; every built-in is far shorter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import regex
+
+from parsers.masking.detectors import SECRET_GROUP, Rule
+
+DEFAULT_MAX_HOLD_CHARS = 32 * 1024
+CONTEXT_CHARS = 64  # released characters kept for lookbehinds (the built-ins look back one)
+
+
+class Edit(NamedTuple):
+    """Replace characters ``[start, end)`` of the whole text (stream offsets) with ``text``."""
+
+    start: int
+    end: int
+    text: str
+    rule: str
+
+
+class _Candidate(NamedTuple):
+    start: int
+    rule: Rule
+    match: regex.Match[str]
+    decided: bool  # no continuation of the text can change this match
+
+
+class TextScan:
+    """Feed text in pieces; learn which prefix is decided and the edits inside it."""
+
+    def __init__(self, rules: Sequence[Rule], *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS) -> None:
+        self._rules = rules
+        self._max_hold = max_hold_chars
+        self._buf = ""  # text from stream offset _base: released context, then the undecided tail
+        self._base = 0
+        self._decided = 0  # stream offset up to which everything is decided
+        self.forced_releases = 0  # times the hold limit released text unscanned
+
+    @property
+    def decided(self) -> int:
+        return self._decided
+
+    def text(self, start: int, end: int) -> str:
+        """Characters ``[start, end)`` (stream offsets) still in the buffer."""
+        return self._buf[start - self._base : end - self._base]
+
+    def add(self, text: str) -> None:
+        """Append text without scanning it yet (scan once per read, not once per piece)."""
+        self._buf += text
+
+    def scan(self, *, final: bool) -> list[Edit]:
+        """Decide what can be decided; returns the new edits. ``final``: no more text will come."""
+        return self._scan(final=final)
+
+    def trim(self) -> None:
+        """Forget released text except the lookbehind context. Call after reading ``text()``."""
+        cut = self._decided - CONTEXT_CHARS - self._base
+        if cut > 0:
+            self._buf = self._buf[cut:]
+            self._base += cut
+
+    def _scan(self, *, final: bool) -> list[Edit]:
+        buf = self._buf
+        end = len(buf)
+        pos = self._decided - self._base
+        edits: list[Edit] = []
+        while pos < end:
+            best: _Candidate | None = None
+            for rule in self._rules:
+                found = _candidate(rule, buf, pos, end, final)
+                if found is not None and (best is None or found.start < best.start):
+                    best = found
+                    if found.start == pos:
+                        break  # nothing can start earlier, and later rules lose ties
+            if best is None:
+                pos = end
+                break
+            if not best.decided:
+                pos = best.start
+                break
+            match = best.match
+            start, stop = match.span(SECRET_GROUP) if SECRET_GROUP in match.re.groupindex else match.span()
+            edits.append(
+                Edit(self._base + start, self._base + stop, best.rule.replacement(match), best.rule.name)
+            )
+            pos = max(match.end(), pos + 1)
+        if not final and end - pos > self._max_hold:
+            pos = end - self._max_hold
+            self.forced_releases += 1
+        self._decided = self._base + pos
+        return edits
+
+
+def _candidate(rule: Rule, buf: str, pos: int, end: int, final: bool) -> _Candidate | None:
+    """The first place at or after ``pos`` where ``rule`` matches or could still match."""
+    pattern = rule.pattern
+    while True:
+        match = pattern.search(buf, pos, end, partial=not final)
+        if match is None:
+            return None
+        start = match.start()
+        if match.partial:
+            return _Candidate(start, rule, match, decided=False)
+        # A complete match may still grow (a longer e-mail domain) if the text so far could be the
+        # start of a longer one.
+        if not final and pattern.fullmatch(buf, start, end, partial=True) is not None:
+            return _Candidate(start, rule, match, decided=False)
+        if rule.check is None or rule.check(match.group()):
+            return _Candidate(start, rule, match, decided=True)
+        pos = start + 1
+
+
+def apply(text: str, edits: Sequence[Edit], offset: int = 0) -> str:
+    """``text`` (from stream offset ``offset``) with ``edits`` applied; the edits lie inside it, in order."""
+    if not edits:
+        return text
+    out: list[str] = []
+    at = 0
+    for edit in edits:
+        out.append(text[at : edit.start - offset])
+        out.append(edit.text)
+        at = edit.end - offset
+    out.append(text[at:])
+    return "".join(out)
+
+
+def mask_text(rules: Sequence[Rule], text: str) -> tuple[str, list[Edit]]:
+    """Mask a whole text at once."""
+    scan = TextScan(rules)
+    scan.add(text)
+    edits = scan.scan(final=True)
+    return apply(text, edits), edits
+
+
+class StreamMasker:
+    """Masks a text stream fed in pieces: ``feed()`` returns what is decided, ``finish()`` the rest.
+
+    For any split, ``"".join(feed(p) for p in pieces) + finish()`` equals ``mask_text`` of the whole.
+    """
+
+    def __init__(self, rules: Sequence[Rule], *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS) -> None:
+        self._scan = TextScan(rules, max_hold_chars=max_hold_chars)
+        self._released = 0
+        self.edits: list[Edit] = []  # every edit so far, for the record of what was masked
+
+    @property
+    def held(self) -> int:
+        """Characters fed but not yet released."""
+        return len(self._scan._buf) + self._scan._base - self._released
+
+    def feed(self, text: str) -> str:
+        self._scan.add(text)
+        return self._release(self._scan.scan(final=False))
+
+    def finish(self) -> str:
+        return self._release(self._scan.scan(final=True))
+
+    def _release(self, edits: list[Edit]) -> str:
+        scan = self._scan
+        out = apply(scan.text(self._released, scan.decided), edits, self._released)
+        self._released = scan.decided
+        scan.trim()
+        self.edits.extend(edits)
+        return out
+
+
+__all__ = [
+    "CONTEXT_CHARS",
+    "DEFAULT_MAX_HOLD_CHARS",
+    "Edit",
+    "StreamMasker",
+    "TextScan",
+    "apply",
+    "mask_text",
+]

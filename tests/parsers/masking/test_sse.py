@@ -1,0 +1,133 @@
+"""OpenAI event streams: a secret spread over many delta events is masked, for any split of the bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parsers.masking import SseMasker, mask_text, select
+from tests.parsers.masking.fixtures import AWS_KEY_ID, EMAIL, OPENAI_KEY
+from tests.parsers.masking.strategies import cuts, split, texts
+
+RULES = select()
+
+
+def chat_stream(content: list[str], arguments: list[str] = (), finish_with_content: bool = False) -> bytes:  # type: ignore[assignment]
+    events: list[dict[str, Any]] = []
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    for i, token in enumerate(content):
+        last = finish_with_content and i == len(content) - 1 and not arguments
+        choice = {"index": 0, "delta": {"content": token}, "finish_reason": "stop" if last else None}
+        events.append({**base, "choices": [choice]})
+    for i, piece in enumerate(arguments):
+        call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
+        if i == 0:
+            call.update(id="call_1", type="function", function={"name": "shell", "arguments": piece})
+        events.append(
+            {**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+        )
+    if not (finish_with_content and content) or arguments:
+        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    events.append({**base, "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+    body = b"".join(b"data: " + msgspec.json.encode(e) + b"\n\n" for e in events)
+    return body + b"data: [DONE]\n\n"
+
+
+def run(body: bytes, points: list[int]) -> bytes:
+    masker = SseMasker(RULES)
+    return b"".join(masker.feed(piece) for piece in split(body, points)) + masker.finish()
+
+
+def assembled(body: bytes) -> tuple[str, str, list[str | None]]:
+    """Content and tool arguments as a client accumulates them, and each choice's finish_reason."""
+    content, arguments, finishes = "", "", []
+    for block in body.split(b"\n\n"):
+        if not block.startswith(b"data: {"):
+            continue
+        for choice in msgspec.json.decode(block[6:])["choices"]:
+            delta = choice["delta"]
+            content += delta.get("content") or ""
+            for call in delta.get("tool_calls") or []:
+                arguments += call["function"].get("arguments") or ""
+            finishes.append(choice["finish_reason"])
+    return content, arguments, finishes
+
+
+tokens = st.lists(texts, max_size=8)
+
+
+@given(tokens, tokens, st.booleans(), st.data())
+def test_deltas_mask_like_the_whole_text_for_any_split(
+    content: list[str], arguments: list[str], finish_with_content: bool, data: st.DataObject
+) -> None:
+    body = chat_stream(content, arguments, finish_with_content)
+    whole = run(body, [])
+    got_content, got_arguments, finishes = assembled(whole)
+    assert got_content == mask_text(RULES, "".join(content))[0]
+    assert got_arguments == mask_text(RULES, "".join(arguments))[0]
+    assert finishes.count("stop") == 1
+    assert run(body, data.draw(cuts(len(body)))) == whole
+
+
+def test_secret_spread_over_one_character_events() -> None:
+    text = f"key {AWS_KEY_ID} mail {EMAIL} and {OPENAI_KEY}"
+    body = chat_stream(list(text))
+    out = run(body, list(range(0, len(body), 7)))
+    for secret in (AWS_KEY_ID, EMAIL, OPENAI_KEY):
+        assert secret.encode() not in out
+    assert assembled(out)[0] == "key [MASKED:aws_access_key] mail [MASKED:email] and [MASKED:openai_api_key]"
+
+
+def test_nothing_to_mask_keeps_the_text_and_holds_only_a_word() -> None:
+    body = chat_stream(["Hello", " world", ". Bye", "!"])
+    out = run(body, [])
+    assert assembled(out) == assembled(body)
+    assert out.split(b"\n\n")[-4:] == body.split(b"\n\n")[-4:]  # finish, usage, [DONE] as they came
+    masker = SseMasker(RULES)
+    first = masker.feed(body[: body.index(b"\n\n") + 2])
+    assert b'"content":"Hello"' not in first  # "Hello" might still become an e-mail address
+    assert masker.take_hits() == []
+
+
+def test_responses_api_deltas() -> None:
+    events = [
+        {
+            "type": "response.output_text.delta",
+            "item_id": "m1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": d,
+        }
+        for d in ["mail al", "ice@exam", "ple.org now"]
+    ]
+    events.append(
+        {"type": "response.output_text.done", "item_id": "m1", "text": "mail alice@example.org now"}
+    )
+    body = b"".join(b"event: x\ndata: " + msgspec.json.encode(e) + b"\n\n" for e in events)
+    out = run(body, [])
+    deltas = [
+        msgspec.json.decode(block.split(b"data: ", 1)[1])
+        for block in out.split(b"\n\n")
+        if b"data: " in block
+    ]
+    assert "".join(d["delta"] for d in deltas if d["type"].endswith(".delta")) == "mail [MASKED:email] now"
+    assert deltas[-1]["text"] == "mail [MASKED:email] now"
+    assert b"event: x\n" in out
+
+
+def test_events_that_are_not_json_are_masked_as_text() -> None:
+    body = b": keep-alive " + EMAIL.encode() + b"\n\ndata: not json " + AWS_KEY_ID.encode() + b"\n\n"
+    out = run(body, [5, 40])
+    assert out == b": keep-alive [MASKED:email]\n\ndata: not json [MASKED:aws_access_key]\n\n"
+
+
+def test_hits_name_the_field() -> None:
+    masker = SseMasker(RULES)
+    masker.feed(chat_stream(["key AKIA", "IOSFODNN7EXAMPLE", " ok"]))
+    masker.finish()
+    assert [(hit.rule, field) for hit, field in masker.take_field_hits()] == [
+        ("aws_access_key", "choices[0].delta.content")
+    ]

@@ -20,6 +20,8 @@ from gateway.recorder import Recorder, RecordingFailed
 from gateway.sessions import SESSION_HEADER, BadSessionHeader, SessionTracker
 from gateway.tls import TlsPeer, TlsSession, session_of
 from gateway.upstream import UpstreamConnection, UpstreamPool, UpstreamTlsError, UpstreamUnavailable
+from parsers.body_framing import Framing
+from parsers.errors import ParseError
 from parsers.events import (
     ANONYMOUS,
     BodyChunk,
@@ -102,7 +104,7 @@ class ClientConnection:
         # The verified client certificate (mTLS): data for the identity layer, recorded meanwhile.
         self.tls_peer: TlsPeer | None = self.tls.peer if self.tls else None
         self.identity: Identity = ANONYMOUS  # the identity layer will set this per request
-        self.http = Http1Connection(Role.SERVER, max_head_bytes=ctx.limits.max_head_bytes)
+        self.http = Http1Connection(Role.SERVER, max_head_bytes=ctx.limits.max_head_bytes, relay_bodies=True)
         self._events: deque[Event] = deque()
         self._seq = 0
         self._behind = False
@@ -295,6 +297,8 @@ class ClientConnection:
 
     async def _read_body(self, ex: _Exchange, upstream: UpstreamConnection | None) -> list[Event]:
         """Read the request body, record it, and forward each piece at once (or return it, held)."""
+        if self.http.body_framing is not None:
+            return await self._relay_request_body(ex, upstream, self.http.body_framing)
         held: list[Event] = []
         limit = self.ctx.limits.max_body_bytes
         while True:
@@ -360,6 +364,11 @@ class ClientConnection:
                         self._emit(Direction.TO_CLIENT, out, ex.id)
                         self._write(self.http.send(out))
                         ex.response_started = True
+                        if upstream.http.body_framing is not None:
+                            await self._relay_response_body(
+                                ex, upstream, upstream.http.body_framing, deadline
+                            )
+                            return
                     case BodyChunk():
                         self._emit(Direction.FROM_UPSTREAM, event, ex.id)
                         ex.response_bytes += len(event.data)
@@ -382,6 +391,126 @@ class ClientConnection:
             await self._drain(ex)
             if self._behind:
                 await self._keep_pace()
+
+    # --- the relay fast path: bodies with known framing cross as read, h11 only for heads ------------
+
+    async def _relay_request_body(
+        self, ex: _Exchange, upstream: UpstreamConnection | None, framing: Framing
+    ) -> list[Event]:
+        """Forward the request body's bytes as read (or hold its events); each read is one recorded chunk."""
+        raw_to = upstream if upstream is not None and upstream.http.relay_body(framing) else None
+        pending: list[Event] = []  # decoded events for an upstream that needs them re-framed, or held
+        limit = self.ctx.limits.max_body_bytes
+        data = b""  # first: what arrived with the head
+        while True:
+            try:
+                body = self.http.feed_body(data)
+            except ParseError as exc:
+                raise _Refusal(exc.status_hint, "bad_request", str(exc)) from None
+            if body.data:
+                ex.request_bytes += len(body.data)
+                if ex.request_bytes > limit:
+                    raise _Refusal(413, "body_too_large", f"request body exceeds {limit} bytes")
+                chunk = BodyChunk(data=body.data)
+                self._emit(Direction.FROM_CLIENT, chunk, ex.id)
+                if raw_to is None:
+                    pending.append(chunk)
+            if body.done:
+                end = MessageEnd(trailers=body.trailers)
+                self._emit(Direction.FROM_CLIENT, end, ex.id)
+                if raw_to is None:
+                    pending.append(end)
+            if raw_to is not None:
+                raw_to.write(body.wire)
+                if body.done:
+                    raw_to.http.body_relayed()
+                await self._send_upstream(raw_to, [])
+            elif upstream is not None:
+                await self._send_upstream(upstream, pending)
+                pending = []
+            await self._keep_pace()
+            if body.done:
+                return pending
+            try:
+                async with asyncio.timeout(self.ctx.limits.idle_timeout_s):
+                    data = await self.reader.read(READ_SIZE)
+            except TimeoutError:
+                raise _Refusal(408, "request_timeout", "the request body stopped arriving") from None
+            if not data:
+                self._record_error(ex, "client_aborted", 0, "the client closed before the request ended")
+                self._end(ex, "client_aborted")
+                raise ExchangeAborted
+
+    async def _send_upstream(self, upstream: UpstreamConnection, events: list[Event]) -> None:
+        try:
+            for event in events:
+                upstream.send(event)
+            await upstream.drain()
+        except (OSError, RuntimeError) as exc:
+            raise _Refusal(502, "upstream_refused", f"upstream closed while sending: {exc}") from exc
+
+    async def _relay_response_body(
+        self, ex: _Exchange, upstream: UpstreamConnection, framing: Framing, deadline: float
+    ) -> None:
+        """Write the response body's bytes as read, one write per upstream read, one recorded chunk each.
+
+        The scanner only finds where the body ends; h11 re-frames it only for a client that needs
+        other framing (HTTP/1.0). A framing error cuts the client: its head is already out.
+        """
+        raw = self.http.relay_body(framing)
+        data = b""  # first: what arrived with the head
+        while True:
+            try:
+                body = upstream.http.feed_body(data)
+            except ParseError as exc:
+                self._upstream_failed(ex, 502, "upstream_protocol_error", str(exc))
+            if body.data:
+                chunk = BodyChunk(data=body.data)
+                self._emit(Direction.FROM_UPSTREAM, chunk, ex.id)
+                ex.response_bytes += len(body.data)
+                if not raw:
+                    self._write(self.http.send(chunk))
+            if raw:
+                self._write(body.wire)
+            if body.done:
+                end = MessageEnd(trailers=body.trailers)
+                self._emit(Direction.FROM_UPSTREAM, end, ex.id)
+                if raw:
+                    self.http.body_relayed()
+                else:
+                    self._write(self.http.send(end))
+                await self._drain(ex)
+                return
+            await self._drain(ex)
+            if self._behind:
+                await self._keep_pace()
+            data = await self._read_upstream(ex, upstream, deadline)
+
+    async def _read_upstream(self, ex: _Exchange, upstream: UpstreamConnection, deadline: float) -> bytes:
+        limits = self.ctx.limits
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                message = f"the exchange exceeded max_exchange_s ({limits.max_exchange_s} s)"
+                self._upstream_failed(ex, 504, "exchange_too_long", message)
+            timeout_s = min(limits.upstream_read_timeout_s, remaining)
+            try:
+                data = await upstream.read(timeout_s)
+            except TimeoutError:
+                if timeout_s < limits.upstream_read_timeout_s:
+                    continue  # the exchange deadline, reported at the top of the loop
+                self._upstream_failed(
+                    ex, 504, "upstream_timeout", f"the upstream sent nothing for {timeout_s} s"
+                )
+            except OSError as exc:
+                self._upstream_failed(ex, 502, "upstream_aborted", f"upstream connection failed: {exc}")
+            if not data:
+                error = upstream.http.feed_body_eof()
+                self._upstream_failed(
+                    ex, 502, "upstream_aborted", f"the upstream closed mid-response: {error}"
+                )
+            return data
 
     def _write(self, data: bytes) -> None:
         if data:

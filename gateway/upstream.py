@@ -29,7 +29,7 @@ class UpstreamConnection:
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.http = Http1Connection(Role.CLIENT, max_head_bytes=max_head_bytes)
+        self.http = Http1Connection(Role.CLIENT, max_head_bytes=max_head_bytes, relay_bodies=True)
         self.idle_since = 0.0
         self.eof = False  # the upstream closed its side
 
@@ -50,6 +50,21 @@ class UpstreamConnection:
             return self.http.feed(data)
         self.eof = True
         return self.http.feed_eof()
+
+    async def read(self, timeout_s: float) -> bytes:
+        """The next bytes from the upstream as they arrive (a relayed body); ``b""`` when it closed.
+
+        Raises TimeoutError after ``timeout_s`` of silence.
+        """
+        async with asyncio.timeout(timeout_s):
+            data = await self.reader.read(READ_SIZE)
+        if not data:
+            self.eof = True
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Raw bytes of a relayed request body, framed as the sent head announced."""
+        self.writer.write(data)
 
     @property
     def usable(self) -> bool:

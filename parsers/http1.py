@@ -3,10 +3,15 @@
 One ``Http1Connection`` faces one peer. As ``Role.SERVER`` it faces a client (reads requests, writes
 responses); as ``Role.CLIENT`` it faces an upstream. Parsing and serializing stay separate calls, so
 the gateway decides what is forwarded. No h11 type or exception leaves this module.
+
+With ``relay_bodies`` h11 still parses every head, but a body with unambiguous framing is handed to
+the caller as raw bytes (``feed_body``) while a ``BodyScanner`` finds where it ends; a body the caller
+writes raw is announced with ``relay_body``. A cycle with a relayed body ends with a fresh h11 state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from typing import ClassVar
@@ -14,6 +19,7 @@ from typing import ClassVar
 import h11
 import h11._headers
 
+from parsers.body_framing import BodyScanner, Framing
 from parsers.errors import ParseError
 from parsers.events import (
     BodyChunk,
@@ -24,6 +30,14 @@ from parsers.events import (
     ParseFailed,
     RequestHead,
     ResponseHead,
+)
+from parsers.relay_framing import (
+    ambiguous_framing,
+    persistent,
+    relayable_request_body,
+    relayable_response_body,
+    sent_request_framing,
+    sent_response_framing,
 )
 
 # RFC 9110 §7.6.1: hop-by-hop fields, never forwarded (plus whatever `Connection` names).
@@ -47,24 +61,60 @@ class Role(enum.Enum):
     CLIENT = "client"  # we face an upstream
 
 
+class Via(enum.Enum):
+    """Who carries one direction's body in the current cycle."""
+
+    H11 = "h11"  # h11 parses (or frames) it
+    RELAY = "relay"  # the caller relays its raw bytes; a BodyScanner finds the end
+    RELAYED = "relayed"  # the relayed body is complete
+
+
+@dataclasses.dataclass(slots=True)
+class RelayedBody:
+    """What one ``feed_body`` found: the raw bytes that belong to the body, and what they decode to."""
+
+    wire: bytes  # as received, framing included: what the relay forwards
+    data: bytes  # the body bytes after transfer decoding: what gets recorded
+    done: bool  # the message ended within ``wire``
+    trailers: Headers
+
+
 class Http1Connection:
     """The HTTP/1.1 state of one connection, seen from the gateway's side of it."""
 
     name: ClassVar[str] = "http1"
 
-    def __init__(self, role: Role, *, max_head_bytes: int = 64 * 1024) -> None:
+    def __init__(self, role: Role, *, max_head_bytes: int = 64 * 1024, relay_bodies: bool = False) -> None:
         self.role = role
-        self._h11 = h11.Connection(h11.SERVER if role is Role.SERVER else h11.CLIENT, max_head_bytes)
+        self._h11_role = h11.SERVER if role is Role.SERVER else h11.CLIENT
+        self._h11 = h11.Connection(self._h11_role, max_head_bytes)
         self._max_head_bytes = max_head_bytes
         # Only requests are guarded: the client side is where smuggling attempts come from.
         self._guard = _HeadGuard() if role is Role.SERVER else None
         self._failed = False
         self._bytes_in = 0  # for error locations
+        self._relay = relay_bodies  # off for good once a head's framing was ambiguous
+        self._recv = Via.H11
+        self._send = Via.H11
+        self._scanner: BodyScanner | None = None
+        self._stash = b""  # bytes h11 had buffered past the head of a relayed body
+        self._after = b""  # bytes past the end of a relayed body: the next message's
+        self._sent_framing: Framing | None = None  # of the last head sent
+        self._persistent = True  # no head of this cycle asked to close
+        self._request_method = b""  # of the current cycle, for response framing
+        self._peer_version = b"1.1"
+        self.body_framing: Framing | None = None  # set while the received body is relayed
 
     # --- receiving -------------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> list[Event]:
-        """Parse bytes from the peer. A protocol error yields ``ParseFailed`` and the parser goes inert."""
+        """Parse bytes from the peer. A protocol error yields ``ParseFailed`` and the parser goes inert.
+
+        Raises:
+            ParseError: the body is being relayed; its bytes go to ``feed_body``.
+        """
+        if self._recv is not Via.H11:
+            raise ParseError("http1: the body is relayed; feed it with feed_body")
         if self._failed or not data:
             return []  # h11 reads b"" as EOF; that is feed_eof's job
         self._bytes_in += len(data)
@@ -77,7 +127,7 @@ class Http1Connection:
         return self._drain()
 
     def feed_eof(self) -> list[Event]:
-        if self._failed:
+        if self._failed or self._recv is not Via.H11:
             return []
         self._h11.receive_data(b"")
         return self._drain()
@@ -115,6 +165,8 @@ class Http1Connection:
             out.append(translated)
             if isinstance(translated, ConnectionClosed):
                 return out
+            if isinstance(translated, RequestHead | ResponseHead) and self._received_head(translated):
+                return out  # the body is relayed: h11 sees nothing more of this cycle
 
     def _translate(self, ev: object) -> Event:
         match ev:
@@ -144,6 +196,65 @@ class Http1Connection:
                 return ConnectionClosed()
         raise ParseError(f"http1: unexpected h11 event {type(ev).__name__}")  # pragma: no cover
 
+    def _received_head(self, head: RequestHead | ResponseHead) -> bool:
+        """Note a head's effect on the cycle; start relaying its body if allowed. True if relayed."""
+        if isinstance(head, RequestHead):
+            self._request_method = head.method
+            self._peer_version = head.http_version
+            framing = relayable_request_body(head) if self.role is Role.SERVER else None
+        elif head.status < 200:
+            return False
+        else:
+            framing = relayable_response_body(head, self._request_method)
+        self._persistent = self._persistent and persistent(head.headers, head.http_version)
+        if not self._relay:
+            return False
+        if framing is None:
+            if ambiguous_framing(head.headers):
+                self._relay = False  # RFC 9112 §6.3: odd framing is a smuggling risk; h11 decides from now on
+            return False
+        data, _ = self._h11.trailing_data
+        self._stash = bytes(data)
+        self._scanner = BodyScanner(framing)
+        self._recv = Via.RELAY
+        self.body_framing = framing
+        return True
+
+    def feed_body(self, data: bytes) -> RelayedBody:
+        """Scan raw bytes of a relayed body (``b""`` picks up what arrived with the head).
+
+        Raises:
+            ParseError: the bytes break the body's framing; the connection cannot go on.
+        """
+        scanner = self._scanner
+        if self._recv is not Via.RELAY or scanner is None or self._failed:
+            raise ParseError("http1: no relayed body in progress")
+        if self._stash:
+            data = self._stash + data if data else self._stash
+            self._stash = b""
+        try:
+            scan = scanner.feed(data)
+        except ParseError as exc:
+            self._failed = True
+            where = "client" if self.role is Role.SERVER else "upstream"
+            raise ParseError(f"http1: {exc} (from {where})", status_hint=exc.status_hint) from None
+        self._bytes_in += scan.consumed
+        consumed = scan.consumed
+        wire = data if consumed == len(data) else data[:consumed]
+        pieces = scan.pieces
+        body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if scan.done:
+            self._recv = Via.RELAYED
+            self._after = data[consumed:]
+            self._scanner = None
+        return RelayedBody(wire, body, scan.done, scan.trailers)
+
+    def feed_body_eof(self) -> ParseError:
+        """The peer closed during a relayed body: the error to report (a relayed body never ends at EOF)."""
+        self._failed = True
+        where = "client" if self.role is Role.SERVER else "upstream"
+        return ParseError(f"http1: connection closed mid-body (from {where}, near byte {self._bytes_in})")
+
     # --- sending ---------------------------------------------------------------------------------
 
     def send(self, event: Event) -> bytes:
@@ -168,11 +279,36 @@ class Http1Connection:
                 h11_event = h11.EndOfMessage(headers=event.trailers)
             case _:
                 raise ParseError(f"http1: cannot send {type(event).__name__}")
+        if self._send is not Via.H11:
+            raise ParseError(f"http1: cannot send {type(event).__name__}: the body is relayed")
         try:
-            return self._h11.send(h11_event) or b""
+            data = self._h11.send(h11_event) or b""
         except h11.LocalProtocolError as exc:
             self._h11.send_failed()
             raise ParseError(f"http1: cannot send {type(event).__name__}: {exc}") from None
+        if isinstance(event, RequestHead):
+            self._request_method = event.method
+            self._sent_framing = sent_request_framing(event)
+            self._persistent = self._persistent and persistent(event.headers, b"1.1")
+        elif isinstance(event, ResponseHead) and event.status >= 200:
+            self._sent_framing = sent_response_framing(event, self._request_method, self._peer_version)
+            self._persistent = self._persistent and persistent(event.headers, b"1.1")
+        return data
+
+    def relay_body(self, framing: Framing) -> bool:
+        """The caller will write the body of the head just sent as raw bytes framed as ``framing``.
+
+        True if that is how h11 framed the head; False leaves the body to ``send`` (h11 re-frames it).
+        """
+        if not self._relay or self._send is not Via.H11 or self._sent_framing != framing:
+            return False
+        self._send = Via.RELAY
+        return True
+
+    def body_relayed(self) -> None:
+        """The raw body announced with ``relay_body`` has been written in full."""
+        if self._send is Via.RELAY:
+            self._send = Via.RELAYED
 
     # --- connection state ------------------------------------------------------------------------
 
@@ -184,11 +320,21 @@ class Http1Connection:
     @property
     def reusable(self) -> bool:
         """Both sides finished the current message cycle and neither asked to close."""
-        return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+        received = self._h11.their_state is h11.DONE if self._recv is Via.H11 else self._recv is Via.RELAYED
+        sent = self._h11.our_state is h11.DONE if self._send is Via.H11 else self._send is Via.RELAYED
+        if self._recv is Via.H11 and self._send is Via.H11:
+            return received and sent
+        # An upstream that sends past the end of its response is out of step with us: no reuse.
+        extra = self.role is Role.CLIENT and bool(self._after)
+        return received and sent and self._persistent and not extra and not self._failed
 
     @property
     def request_done(self) -> bool:
         """The request side of the current cycle is complete."""
+        if self.role is Role.SERVER and self._recv is not Via.H11:
+            return self._recv is Via.RELAYED
+        if self.role is Role.CLIENT and self._send is not Via.H11:
+            return self._send is Via.RELAYED
         req = self._h11.their_state if self.role is Role.SERVER else self._h11.our_state
         return req in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
 
@@ -200,13 +346,36 @@ class Http1Connection:
         Raises:
             ParseError: the connection is not reusable.
         """
-        try:
-            self._h11.start_next_cycle()
-        except h11.LocalProtocolError as exc:
-            raise ParseError(f"http1: cannot reuse connection: {exc}") from None
+        if self._recv is Via.H11 and self._send is Via.H11:
+            try:
+                self._h11.start_next_cycle()
+            except h11.LocalProtocolError as exc:
+                raise ParseError(f"http1: cannot reuse connection: {exc}") from None
+            pipelined = bytes(self._h11.trailing_data[0])
+        else:
+            # h11 never saw the relayed body: the next cycle starts on a fresh h11 state, fed with the
+            # bytes that followed the message (a pipelined request).
+            if not self.reusable:
+                raise ParseError("http1: cannot reuse connection: the cycle did not end cleanly")
+            closed = False
+            if self._recv is Via.RELAYED:
+                pipelined = self._after
+            else:
+                data, closed = self._h11.trailing_data
+                pipelined = bytes(data)
+            self._h11 = h11.Connection(self._h11_role, self._max_head_bytes)
+            self._recv = self._send = Via.H11
+            self._after = b""
+            if pipelined:
+                self._h11.receive_data(pipelined)
+            if closed:
+                self._h11.receive_data(b"")
+        self._persistent = True
+        self.body_framing = None
+        self._sent_framing = None
         if self._guard is not None:
             self._guard = _HeadGuard()
-            problem = self._guard.feed(bytes(self._h11.trailing_data[0]))  # a pipelined request's bytes
+            problem = self._guard.feed(pipelined)
             if problem:
                 self._failed = True
                 return [ParseFailed(error=f"http1: {problem} (from client, pipelined request)")]
@@ -312,4 +481,13 @@ def render_response(status: int, reason: bytes, headers: Headers, body: bytes) -
     return b"".join(lines)
 
 
-__all__ = ["HOP_BY_HOP", "Http1Connection", "Role", "connection_tokens", "end_to_end", "render_response"]
+__all__ = [
+    "HOP_BY_HOP",
+    "Http1Connection",
+    "RelayedBody",
+    "Role",
+    "Via",
+    "connection_tokens",
+    "end_to_end",
+    "render_response",
+]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.config import AdminConfig
 from gateway.mock_llm import MockLlm, MockLlmConfig
 from gateway.server import running
 from tests.gateway.conftest import make_config
@@ -38,14 +41,22 @@ SMUGGLING = {
     "space-before-colon": b"GET /v1/models HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
     "two-hosts": b"GET /v1/models HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
     "nul-in-target": b"GET /v1/\x00models HTTP/1.1\r\nHost: x\r\n\r\n",
+    # Aimed at the body relay (BodyScanner, not h11, reads these bodies).
+    "chunk-size-bare-lf": CHUNKED + b"3\nabc\r\n0\r\n\r\n",
+    "chunk-data-bare-lf": CHUNKED + b"3\r\nabc\n0\r\n\r\n",
+    "chunk-data-too-long": CHUNKED + b"3\r\nabcd\r\n0\r\n\r\n",
+    "chunk-size-negative": CHUNKED + b"-3\r\nabc\r\n0\r\n\r\n",
+    "chunk-size-space-inside": CHUNKED + b"1 0\r\n" + b"a" * 16 + b"\r\n0\r\n\r\n",
+    "chunk-bad-trailer": CHUNKED + b"3\r\nabc\r\n0\r\nbad trailer\r\n\r\n",
 }
 
 
 class GatewayThread:
     """A mock upstream and a gateway on their own event loop, for synchronous (hypothesis) tests."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, durability: str = "strict") -> None:
         self.data_dir = data_dir
+        self.durability = durability
         self.port = 0
         self.mock: MockLlm | None = None
         self._ready = threading.Event()
@@ -58,6 +69,11 @@ class GatewayThread:
         self._stop = asyncio.Event()
         async with MockLlm(MockLlmConfig(tokens=4)) as mock:
             config = make_config(self.data_dir, mock.port, header_timeout_s=2.0)
+            config = msgspec.structs.replace(
+                config,
+                storage=msgspec.structs.replace(config.storage, durability=self.durability),
+                admin=AdminConfig(listen=""),
+            )
             async with running(config) as gw:
                 self.mock, self.port = mock, gw.port
                 self._ready.set()
@@ -78,6 +94,13 @@ class GatewayThread:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
     with GatewayThread(tmp_path_factory.mktemp("smuggling") / "data") as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def batched_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
+    """Batched mode: request bodies are forwarded as they arrive, through the body relay."""
+    with GatewayThread(tmp_path_factory.mktemp("smuggling-batched") / "data", "batched") as gw:
         yield gw
 
 
@@ -116,6 +139,44 @@ def test_smuggling_inputs_refused_and_not_forwarded(gateway: GatewayThread, name
     assert answer.startswith(expected), answer[:300]
     assert gateway.mock.requests == before
     assert_serving(gateway)
+
+
+@pytest.mark.parametrize("name", sorted(SMUGGLING))
+def test_smuggling_inputs_refused_when_bodies_are_relayed(batched_gateway: GatewayThread, name: str) -> None:
+    assert batched_gateway.mock is not None
+    before = batched_gateway.mock.requests
+    answer = exchange(batched_gateway.port, SMUGGLING[name])
+    expected = b"HTTP/1.1 501 " if name.startswith("te-") else b"HTTP/1.1 400 "
+    assert answer.startswith(expected), answer[:300]
+    assert batched_gateway.mock.requests == before  # the head may have gone out, never a whole request
+    assert_serving(batched_gateway)
+
+
+@pytest.mark.parametrize(
+    "smuggled",
+    [
+        b"GET /admin HTTP/1.1\nHost: x\n\n",  # bare LF in the request after the body
+        b"GET /admin HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"0\r\n\r\n",  # the end of a chunked body that was not chunked
+    ],
+)
+def test_bytes_past_a_relayed_body_are_parsed_as_a_new_request(
+    batched_gateway: GatewayThread, smuggled: bytes
+) -> None:
+    """Content-Length says where the body ends; what follows is a request of its own and checked as one."""
+    assert batched_gateway.mock is not None
+    before = batched_gateway.mock.requests
+    body = b'{"model": "m", "messages": []}'
+    first = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    answer = exchange(batched_gateway.port, first + smuggled)
+    assert answer.startswith(b"HTTP/1.1 "), answer[:300]
+    statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+    assert statuses == [200, 400], answer[-600:]
+    assert batched_gateway.mock.requests == before + 1
+    assert_serving(batched_gateway)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

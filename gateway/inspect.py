@@ -27,10 +27,11 @@ from storage.errors import DataDirBusy, StorageError
 from storage.index import SqliteIndex, index_path
 from storage.lock import DataDirLock
 from storage.query import ExchangeQuery, SessionQuery, SessionRow
-from storage.reader import SegmentCursor, StoredFrame, iter_frames, recent_start
+from storage.reader import LogCursor, StoredFrame, iter_frames, iter_log, recent_start
 from storage.segments import Position
+from storage.series import list_series, series_root
 from storage.signing import load_public_key, read_public_key
-from storage.verify import CHECKPOINT_FILE_SEGMENT, NO_KEY_NOTE, VerifyReport, verify
+from storage.verify import CHECKPOINT_FILE_SEGMENT, NO_KEY_NOTE, VerifyReport, verify_all
 
 DEFAULT_DATA_DIR = Path("./wardgate-data")
 TAIL_POLL_S = 0.2
@@ -133,36 +134,44 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except (OSError, StorageError) as exc:
         print(f"wardgate: --pubkey: {exc}" if args.pubkey else f"wardgate: {exc}", file=sys.stderr)
         return 2
-    report = verify(data_dir, public_key=key)
-    if args.json:
-        _json_line(sys.stdout, report)
-    else:
-        _print_verify(
-            report,
-            f"from --pubkey {args.pubkey}"
-            if args.pubkey
-            else "the data dir's own key; auditors pass --pubkey",
-        )
-    if report.first_error is not None:
-        bad = report.first_error
-        where = (
-            ""
-            if bad.segment == CHECKPOINT_FILE_SEGMENT
-            else f"segment {bad.segment:012d} offset {bad.offset}: "
-        )
-        print(f"wardgate: CORRUPT: {where}{bad.reason}", file=sys.stderr)
-        return 1
-    if not args.json:
-        tail = report.unanchored
-        if tail is None:
-            print("OK: every CRC and chain link verified; all of it anchored by a signed checkpoint")
+    key_source = (
+        f"from --pubkey {args.pubkey}" if args.pubkey else "the data dir's own key; auditors pass --pubkey"
+    )
+    # One report per segment series (gateway worker); a single-series log prints as it always did.
+    reports = verify_all(data_dir, public_key=key)
+    code = 0
+    for report in reports:
+        prefix = f"series {report.series}: " if len(reports) > 1 else ""
+        if args.json:
+            _json_line(sys.stdout, report)
         else:
-            print(
-                f"OK: every CRC and chain link verified; UNANCHORED: {tail.frames:,} frames ({tail.bytes:,} "
-                f"bytes) from segment {tail.segment:012d} offset {tail.offset} on are covered by no signed "
-                "checkpoint (nothing vouches they were not cut or rewritten)"
+            if len(reports) > 1:
+                print(f"series {report.series} ({series_root(data_dir, report.series)}):")
+            _print_verify(report, key_source)
+        if report.first_error is not None:
+            bad = report.first_error
+            where = (
+                ""
+                if bad.segment == CHECKPOINT_FILE_SEGMENT
+                else f"segment {bad.segment:012d} offset {bad.offset}: "
             )
-    return 0
+            print(f"wardgate: CORRUPT: {prefix}{where}{bad.reason}", file=sys.stderr)
+            code = 1
+            continue
+        if not args.json:
+            tail = report.unanchored
+            if tail is None:
+                print(
+                    f"{prefix}OK: every CRC and chain link verified; all of it anchored by a signed", end=""
+                )
+                print(" checkpoint")
+            else:
+                print(
+                    f"{prefix}OK: every CRC and chain link verified; UNANCHORED: {tail.frames:,} frames "
+                    f"({tail.bytes:,} bytes) from segment {tail.segment:012d} offset {tail.offset} on are "
+                    "covered by no signed checkpoint (nothing vouches they were not cut or rewritten)"
+                )
+    return code
 
 
 def _print_verify(report: VerifyReport, key_source: str) -> None:
@@ -324,7 +333,7 @@ def tail(args: argparse.Namespace, out: TextIO, sleep: Sleep) -> int:
     try:
         cursor, assembler = _print_recent(args, out)
         while args.follow:
-            batch = cursor.read_new()
+            batch = cursor.read_new(10_000)
             if not batch:
                 sleep(TAIL_POLL_S)
                 continue
@@ -340,14 +349,18 @@ def tail(args: argparse.Namespace, out: TextIO, sleep: Sleep) -> int:
     return 0
 
 
-def _print_recent(args: argparse.Namespace, out: TextIO) -> tuple[SegmentCursor, ExchangeAssembler]:
+def _print_recent(args: argparse.Namespace, out: TextIO) -> tuple[LogCursor, ExchangeAssembler]:
     segments = 2
     while True:
-        start = recent_start(args.data_dir, segments=segments)
-        cursor = SegmentCursor(args.data_dir, start)
+        starts = {
+            n: recent_start(args.data_dir, segments=segments, series=n) for n in list_series(args.data_dir)
+        }
+        cursor = LogCursor(args.data_dir, starts)
         assembler = ExchangeAssembler()
         recent = [r for stored in _drain(cursor) for r in assembler.feed(stored) if _tail_match(r, args)]
-        if len(recent) >= args.lines or start is None:
+        if len(starts) > 1:
+            recent.sort(key=_finished_ns)  # series are merged per batch: order the whole lot once
+        if len(recent) >= args.lines or all(start is None for start in starts.values()):
             break
         segments *= 2
     for record in recent[-args.lines :] if args.lines > 0 else []:
@@ -356,11 +369,15 @@ def _print_recent(args: argparse.Namespace, out: TextIO) -> tuple[SegmentCursor,
     return cursor, assembler
 
 
-def _drain(cursor: SegmentCursor) -> list[StoredFrame]:
+def _drain(cursor: LogCursor) -> list[StoredFrame]:
     frames: list[StoredFrame] = []
     while batch := cursor.read_new(10_000):
         frames += batch
     return frames
+
+
+def _finished_ns(record: ExchangeRecord) -> int:
+    return record.started_ns + record.duration_ns
 
 
 def _tail_match(record: ExchangeRecord, args: argparse.Namespace) -> bool:
@@ -458,9 +475,9 @@ async def _find(data_dir: Path, ident: str) -> tuple[Kind, list[ExchangeRecord]]
 def _scan_for(data_dir: Path, ident: str) -> tuple[Kind, list[ExchangeRecord]]:
     """Without the index (or before it caught up): assemble the whole log, keep what ``ident`` names."""
     assembler = ExchangeAssembler()
-    found = [r for stored in iter_frames(data_dir) for r in assembler.feed(stored) if _named(r, ident)]
+    found = [r for stored in iter_log(data_dir) for r in assembler.feed(stored) if _named(r, ident)]
     found += [r for r in assembler.pending() if _named(r, ident)]
-    found.sort(key=lambda r: r.start)
+    found.sort(key=lambda r: (r.started_ns, r.series, r.start))
     kind: Kind = "exchange" if any(r.exchange_id == ident for r in found) else "session"
     return kind, found
 
@@ -473,7 +490,7 @@ def exchange_frames(data_dir: Path, record: ExchangeRecord) -> list[Frame]:
     """The frames of one exchange, read from its start position up to its last recorded frame."""
     end = Position(record.end_segment, record.end_offset)
     frames = []
-    for stored in iter_frames(data_dir, record.start):
+    for stored in iter_frames(data_dir, record.start, series=record.series):
         if stored.frame.exchange_id == record.exchange_id:
             frames.append(stored.frame)
         if stored.position >= end and record.outcome != OPEN:

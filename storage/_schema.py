@@ -15,7 +15,7 @@ _identity_decoder = msgspec.json.Decoder(Identity)
 _tool_calls_decoder = msgspec.json.Decoder(list[ToolCall])
 _json = msgspec.json.Encoder()
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Record fields stored as plain columns, in ExchangeRecord order (identity and tool_calls go as JSON).
 EXCHANGE_COLUMNS = (
@@ -57,6 +57,7 @@ EXCHANGE_COLUMNS = (
     "end_offset",
     "tls_version",
     "alpn",
+    "series",
 )
 
 _PLACEHOLDERS = ", ".join("?" for _ in EXCHANGE_COLUMNS)
@@ -132,7 +133,8 @@ CREATE TABLE IF NOT EXISTS exchanges (
     end_segment INTEGER NOT NULL,
     end_offset INTEGER NOT NULL,
     tls_version TEXT NOT NULL DEFAULT '',
-    alpn TEXT NOT NULL DEFAULT ''
+    alpn TEXT NOT NULL DEFAULT '',
+    series INTEGER NOT NULL DEFAULT 0  -- the segment series (gateway worker) its positions are in
 );
 CREATE INDEX IF NOT EXISTS exchanges_started ON exchanges (started_ns);
 CREATE INDEX IF NOT EXISTS exchanges_session ON exchanges (session_id, started_ns);
@@ -174,13 +176,13 @@ CREATE TRIGGER IF NOT EXISTS exchanges_fts_update AFTER UPDATE ON exchanges BEGI
 END;
 
 CREATE TABLE IF NOT EXISTS index_state (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
+    id INTEGER PRIMARY KEY,  -- the segment series (0: <data>/segments, k: <data>/workers/k)
     resume_segment INTEGER,  -- NULL: read the log from its first segment
     resume_offset INTEGER,
     resume_chain BLOB,  -- the log's chain hash at the resume position: detects a log that lost its tail
     frames INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO index_state (id, resume_segment, resume_offset, frames) VALUES (1, NULL, NULL, 0);
+INSERT OR IGNORE INTO index_state (id, resume_segment, resume_offset, frames) VALUES (0, NULL, NULL, 0);
 """
 
 DROP = """

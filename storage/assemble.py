@@ -84,6 +84,7 @@ class ExchangeRecord(msgspec.Struct, kw_only=True):
     end_offset: int = 0
     tls_version: str = ""  # the client connection's TLS version, "" for plaintext
     alpn: str = ""
+    series: int = 0  # the segment series (gateway worker) its frames are in; positions are within it
 
     @property
     def start(self) -> Position:
@@ -97,6 +98,7 @@ class _Open:
         self.started = started
         self.start = stored.position
         self.end = stored.position
+        self.series = stored.series
         self.conn_id = stored.frame.conn_id
         self.started_ns = stored.frame.ts_ns
         self.last_ns = stored.frame.ts_ns
@@ -214,6 +216,7 @@ class _Open:
             end_offset=self.end.offset,
             tls_version=started.tls_version,
             alpn=started.alpn,
+            series=self.series,
         )
 
 

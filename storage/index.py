@@ -32,12 +32,22 @@ from storage.query import (
     is_glob,
 )
 from storage.reader import SegmentCursor, chain_before
+from storage.series import list_series
 
 logger = logging.getLogger("wardgate.index")
 
 INDEX_NAME = "index.sqlite3"
 _READ_SLICE = 2048  # frames read and assembled between two yields to the event loop
 _REBUILD_FRAMES = 200_000
+_UPDATE_STATE = (
+    "INSERT INTO index_state (id, resume_segment, resume_offset, resume_chain, frames) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT(id) DO UPDATE SET resume_segment = excluded.resume_segment,"
+    " resume_offset = excluded.resume_offset, resume_chain = excluded.resume_chain,"
+    " frames = index_state.frames + excluded.frames"
+)
+_DELETE_EMPTY_SESSION = (
+    "DELETE FROM sessions WHERE id = :id AND NOT EXISTS (SELECT 1 FROM exchanges WHERE session_id = :id)"
+)
 _SELECT_SESSION = (
     "SELECT s.id, s.subject, s.email, s.client_addr, s.first_ns, s.last_ns, s.exchanges, s.errors, s.models"
     " FROM sessions AS s"
@@ -56,8 +66,8 @@ class SqliteIndex:
         self.path = path
         self.readonly = readonly
         self._db = db
-        self._cursor: SegmentCursor | None = None
-        self._assembler = ExchangeAssembler()
+        # Per series: where reading stopped and the exchanges still open there.
+        self._followed: dict[int, tuple[SegmentCursor, ExchangeAssembler]] = {}
         self._data_dir: Path | None = None
         self._busy = asyncio.Lock()
 
@@ -107,22 +117,28 @@ class SqliteIndex:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    async def catch_up(self, data_dir: Path, *, max_frames: int = 50_000) -> int:
-        """Index up to ``max_frames`` new frames in one transaction; returns how many were read.
+    async def catch_up(self, data_dir: Path, *, max_frames: int = 50_000, series: int = 0) -> int:
+        """Index up to ``max_frames`` new frames of one segment series in one transaction; returns how
+        many were read.
 
         Idempotent: after a crash it resumes from the stored position, and re-applied exchanges replace
-        their rows. Call it again while it returns ``max_frames``.
+        their rows. Call it again while it returns ``max_frames``. Several processes may each follow
+        their own series into one index: SQLite (WAL, ``BEGIN IMMEDIATE``, a busy timeout) serializes
+        the commits, and each series keeps its own resume position.
 
         Raises:
             CorruptLog: the log is bad before its tail (nothing is committed for this call).
+            sqlite3.OperationalError: another writer held the index past the busy timeout (retry).
         """
         self._require_writable()
         async with self._busy:
-            if self._cursor is None or self._data_dir != data_dir:
-                self._cursor = SegmentCursor(data_dir, await self._resume_from(data_dir))
-                self._assembler = ExchangeAssembler()
+            if self._data_dir != data_dir:
+                self._followed = {}
                 self._data_dir = data_dir
-            cursor, assembler = self._cursor, self._assembler
+            if series not in self._followed:
+                start = await self._resume_from(data_dir, series)
+                self._followed[series] = (SegmentCursor(data_dir, start, series=series), ExchangeAssembler())
+            cursor, assembler = self._followed[series]
             try:
                 frames = 0
                 records: dict[str, ExchangeRecord] = {}
@@ -137,16 +153,16 @@ class SqliteIndex:
                     await asyncio.sleep(0)
                 if frames:
                     resume = min(p for p in (assembler.open_since(), cursor.position) if p is not None)
-                    chain = chain_before(data_dir, resume)
-                    await self._apply(list(records.values()), resume, chain, frames)
+                    chain = chain_before(data_dir, resume, series=series)
+                    await self._apply(list(records.values()), series, resume, chain, frames)
             except LogShrank as exc:
                 # A failed write made the recorder cut records this reader had seen (they went again
                 # into the next segment): resume from the last commit, which rebuilds if it must.
                 logger.warning("index %s: %s; resuming from the last commit", self.path, exc)
-                self._cursor = None
+                del self._followed[series]
                 return 0
             except BaseException:
-                self._cursor = None  # start over from what was committed
+                del self._followed[series]  # start over from what was committed
                 raise
             return frames
 
@@ -159,14 +175,15 @@ class SqliteIndex:
         async with self._busy:
             await self._db.executescript(_schema.DROP)
             await self._db.executescript(_schema.CREATE)
-            self._cursor = None
+            self._followed = {}
         total = 0
-        while frames := await self.catch_up(data_dir, max_frames=_REBUILD_FRAMES):
-            total += frames
+        for series in list_series(data_dir):
+            while frames := await self.catch_up(data_dir, max_frames=_REBUILD_FRAMES, series=series):
+                total += frames
         return total
 
     async def _apply(
-        self, records: list[ExchangeRecord], resume: Position, chain: bytes | None, frames: int
+        self, records: list[ExchangeRecord], series: int, resume: Position, chain: bytes | None, frames: int
     ) -> None:
         db = self._db
         await db.execute("BEGIN IMMEDIATE")
@@ -174,42 +191,58 @@ class SqliteIndex:
             await db.executemany(_schema.UPSERT_EXCHANGE, [_schema.row_of(record) for record in records])
             sessions = sorted({record.session_id for record in records})
             await db.executemany(_schema.REFRESH_SESSION, [{"id": session} for session in sessions])
-            await db.execute(
-                "UPDATE index_state SET resume_segment = ?, resume_offset = ?, resume_chain = ?,"
-                " frames = frames + ? WHERE id = 1",
-                (resume.segment, resume.offset, chain, frames),
-            )
+            await db.execute(_UPDATE_STATE, (series, resume.segment, resume.offset, chain, frames))
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
             raise
 
-    async def _resume_from(self, data_dir: Path) -> Position | None:
-        """The stored resume position, if the log still holds what was indexed up to it.
+    async def _resume_from(self, data_dir: Path, series: int) -> Position | None:
+        """The stored resume position of ``series``, if the log still holds what was indexed up to it.
 
         A log can lose records the index already saw (written, not yet fsynced, then a power cut); then
-        the index starts over from the first segment (re-applying is idempotent, stale rows go).
+        that series is indexed again from its first segment (its rows go first; re-applying is
+        idempotent).
         """
-        sql = "SELECT resume_segment, resume_offset, resume_chain FROM index_state WHERE id = 1"
-        async with self._db.execute(sql) as c:
+        sql = "SELECT resume_segment, resume_offset, resume_chain FROM index_state WHERE id = ?"
+        async with self._db.execute(sql, (series,)) as c:
             row = await c.fetchone()
         if row is None or row[0] is None:
             return None
         resume = Position(int(row[0]), int(row[1]))
-        if row[2] is not None and chain_before(data_dir, resume) == bytes(row[2]):
+        if row[2] is not None and chain_before(data_dir, resume, series=series) == bytes(row[2]):
             return resume
         logger.warning(
-            "index %s: the log no longer matches it at segment %d offset %d; rebuilding from the log",
+            "index %s: series %d of the log no longer matches it at segment %d offset %d; "
+            "indexing that series again from the log",
             self.path,
+            series,
             resume.segment,
             resume.offset,
         )
-        await self._db.executescript(_schema.DROP)
-        await self._db.executescript(_schema.CREATE)
+        await self._forget_series(series)
         return None
 
-    async def forget_segments(self, segments: Collection[int]) -> int:
-        """Delete the exchanges that start in ``segments`` (removed by retention); returns how many.
+    async def _forget_series(self, series: int) -> None:
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = await db.execute_fetchall(
+                "SELECT DISTINCT session_id FROM exchanges WHERE series = ?", (series,)
+            )
+            sessions = [{"id": row[0]} for row in rows]
+            await db.execute("DELETE FROM exchanges WHERE series = ?", (series,))
+            await db.executemany(_DELETE_EMPTY_SESSION, sessions)
+            await db.executemany(_schema.REFRESH_SESSION, sessions)
+            await db.execute("DELETE FROM index_state WHERE id = ?", (series,))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def forget_segments(self, segments: Collection[int], *, series: int = 0) -> int:
+        """Delete the exchanges that start in ``segments`` of ``series`` (removed by retention); returns
+        how many.
 
         Sessions are recomputed from the exchanges left, and dropped when none is left.
         """
@@ -222,17 +255,14 @@ class SqliteIndex:
         async with self._busy:
             await db.execute("BEGIN IMMEDIATE")
             try:
+                where = f"WHERE series = ? AND start_segment IN ({marks})"
                 rows = await db.execute_fetchall(
-                    f"SELECT DISTINCT session_id FROM exchanges WHERE start_segment IN ({marks})", numbers
+                    f"SELECT DISTINCT session_id FROM exchanges {where}", [series, *numbers]
                 )
                 sessions = [{"id": row[0]} for row in rows]
-                cursor = await db.execute(f"DELETE FROM exchanges WHERE start_segment IN ({marks})", numbers)
+                cursor = await db.execute(f"DELETE FROM exchanges {where}", [series, *numbers])
                 deleted = cursor.rowcount
-                await db.executemany(
-                    "DELETE FROM sessions WHERE id = :id"
-                    " AND NOT EXISTS (SELECT 1 FROM exchanges WHERE session_id = :id)",
-                    sessions,
-                )
+                await db.executemany(_DELETE_EMPTY_SESSION, sessions)
                 await db.executemany(_schema.REFRESH_SESSION, sessions)
                 await db.execute("COMMIT")
             except BaseException:
@@ -240,25 +270,30 @@ class SqliteIndex:
                 raise
         return deleted
 
-    async def segments_of_sessions(self, sessions: Collection[str]) -> dict[int, set[str]]:
-        """Every segment holding frames of an indexed exchange of ``sessions``, with those sessions."""
+    async def segments_of_sessions(
+        self, sessions: Collection[str], *, series: int = 0
+    ) -> dict[int, set[str]]:
+        """Every segment of ``series`` holding frames of an indexed exchange of ``sessions``, with those
+        sessions."""
         found: dict[int, set[str]] = {}
         ids = sorted(set(sessions))
         for start in range(0, len(ids), 500):  # SQLite's bound parameter limit
             chunk = ids[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
             sql = (
-                f"SELECT session_id, start_segment, end_segment FROM exchanges WHERE session_id IN ({marks})"
+                "SELECT session_id, start_segment, end_segment FROM exchanges"
+                f" WHERE series = ? AND session_id IN ({marks})"
             )
-            for session, first, last in await self._db.execute_fetchall(sql, chunk):
+            for session, first, last in await self._db.execute_fetchall(sql, [series, *chunk]):
                 for number in range(int(first), int(last) + 1):
                     found.setdefault(number, set()).add(str(session))
         return found
 
-    async def indexed_position(self) -> Position | None:
-        """Where indexing resumes: every exchange that starts before it is in the index (None: nothing)."""
-        sql = "SELECT resume_segment, resume_offset FROM index_state WHERE id = 1"
-        async with self._db.execute(sql) as c:
+    async def indexed_position(self, *, series: int = 0) -> Position | None:
+        """Where indexing of ``series`` resumes: every exchange of it that starts before it is in the
+        index (None: nothing)."""
+        sql = "SELECT resume_segment, resume_offset FROM index_state WHERE id = ?"
+        async with self._db.execute(sql, (series,)) as c:
             row = await c.fetchone()
         if row is None or row[0] is None:
             return None

@@ -3,12 +3,15 @@
 Readers see every complete record and stop quietly at a torn or half-written tail. They step over
 segments retention removed (where the next kept segment opens with a checkpoint); ``verify`` judges
 whether a removal was legitimate. They never write, never take the data directory lock, and never
-start threads: a follower polls ``SegmentCursor.read_new``.
+start threads: a follower polls ``SegmentCursor.read_new``. A data dir written by several worker
+processes holds one series per worker (``storage.series``); ``LogCursor`` and ``iter_log`` read them all
+as one log, merged by frame timestamp (each series keeps its own record order).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import heapq
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,15 +29,17 @@ from storage._format import (
 )
 from storage.codec import Frame, decode_frame
 from storage.errors import CorruptLog, StorageError
+from storage.series import list_series, series_root
 
 _BATCH_FRAMES = 4096
 
 
 class StoredFrame(NamedTuple):
-    """A frame and where its record starts in the log."""
+    """A frame and where its record starts in the log (in series ``series``)."""
 
     position: Position
     frame: Frame
+    series: int = 0
 
 
 class SegmentCursor:
@@ -43,8 +48,10 @@ class SegmentCursor:
     Moves on to the next segment once the writer has started it. No threads: the caller polls.
     """
 
-    def __init__(self, data_dir: Path, start: Position | None = None) -> None:
+    def __init__(self, data_dir: Path, start: Position | None = None, *, series: int = 0) -> None:
         self.data_dir = data_dir
+        self.series = series
+        self._root = series_root(data_dir, series)
         self._position = start
 
     @property
@@ -58,21 +65,22 @@ class SegmentCursor:
         """
         out: list[StoredFrame] = []
         limit = max_frames if max_frames is not None else -1
-        numbers = list_segments(self.data_dir)
+        root, series = self._root, self.series
+        numbers = list_segments(root)
         while numbers and len(out) != limit:
             position = self._start_position(numbers)
             if position is None:
                 break
             segment = position.segment
-            scan = SegmentScan(segment_path(self.data_dir, segment), segment, position.offset)
+            scan = SegmentScan(segment_path(root, segment), segment, position.offset)
             for offset, payload in scan:
-                out.append(StoredFrame(Position(segment, offset), _decode(segment, offset, payload)))
+                out.append(StoredFrame(Position(segment, offset), _decode(segment, offset, payload), series))
                 self._position = Position(segment, scan.end)
                 if len(out) == limit:
                     return out
             self._position = Position(segment, scan.end)
             if not any(n > segment for n in numbers):
-                numbers = list_segments(self.data_dir)
+                numbers = list_segments(root)
                 if not any(n > segment for n in numbers):
                     break
                 continue  # the writer rotated while we read: finish this segment first
@@ -89,7 +97,7 @@ class SegmentCursor:
             if position.segment > numbers[-1]:
                 return None
             following = min(n for n in numbers if n > position.segment)
-            if position.offset != HEADER_BYTES or not _opens_with_checkpoint(self.data_dir, following):
+            if position.offset != HEADER_BYTES or not _opens_with_checkpoint(self._root, following):
                 raise CorruptLog(position.segment, 0, "segment file is missing")
             # Retention removed segments here; the next kept one opens with a checkpoint of its chain.
             position = Position(following, HEADER_BYTES)
@@ -105,12 +113,12 @@ def _opens_with_checkpoint(data_dir: Path, number: int) -> bool:
     return opening is not None
 
 
-def chain_before(data_dir: Path, position: Position) -> bytes | None:
+def chain_before(data_dir: Path, position: Position, *, series: int = 0) -> bytes | None:
     """The chain hash in force at ``position`` (the previous record's, or the header's), or None when
     the log no longer reaches there. Lets a reader check the log still holds what it saw before.
     """
     try:
-        with segment_path(data_dir, position.segment).open("rb") as f:
+        with segment_path(series_root(data_dir, series), position.segment).open("rb") as f:
             if position.offset <= HEADER_BYTES:
                 return unpack_header(f.read(HEADER_BYTES), position.segment).chain
             f.seek(position.offset - CHAIN_BYTES)
@@ -120,23 +128,64 @@ def chain_before(data_dir: Path, position: Position) -> bytes | None:
     return chain if len(chain) == CHAIN_BYTES else None
 
 
-def recent_start(data_dir: Path, *, segments: int = 2) -> Position | None:
+def recent_start(data_dir: Path, *, segments: int = 2, series: int = 0) -> Position | None:
     """Where the ``segments`` newest segments begin (None: the log is that short, read it all)."""
-    numbers = list_segments(data_dir)
+    numbers = list_segments(series_root(data_dir, series))
     if len(numbers) <= segments:
         return None
     return Position(numbers[-segments], HEADER_BYTES)
 
 
-def iter_frames(data_dir: Path, start: Position | None = None) -> Iterator[StoredFrame]:
-    """Every complete frame from ``start`` (default: the first segment) to the current end of the log.
+def iter_frames(data_dir: Path, start: Position | None = None, *, series: int = 0) -> Iterator[StoredFrame]:
+    """Every complete frame of one series from ``start`` (default: its first segment) to its current end.
 
     Raises:
         CorruptLog: see ``SegmentCursor.read_new``. A torn tail is not an error: iteration just ends.
     """
-    cursor = SegmentCursor(data_dir, start)
+    cursor = SegmentCursor(data_dir, start, series=series)
     while batch := cursor.read_new(_BATCH_FRAMES):
         yield from batch
+
+
+def _timestamp(stored: StoredFrame) -> int:
+    return stored.frame.ts_ns
+
+
+def iter_log(data_dir: Path) -> Iterator[StoredFrame]:
+    """Every complete frame of every series, merged by timestamp (each series in its own order).
+
+    Raises:
+        CorruptLog: see ``SegmentCursor.read_new``.
+    """
+    series = [iter_frames(data_dir, series=number) for number in list_series(data_dir)]
+    if len(series) == 1:
+        yield from series[0]
+        return
+    yield from heapq.merge(*series, key=_timestamp)
+
+
+class LogCursor:
+    """``SegmentCursor`` over every series at once; picks up series that appear later (a new worker)."""
+
+    def __init__(self, data_dir: Path, starts: Mapping[int, Position | None] | None = None) -> None:
+        self.data_dir = data_dir
+        self._starts = dict(starts or {})
+        self._cursors: dict[int, SegmentCursor] = {}
+
+    def read_new(self, max_frames_per_series: int | None = None) -> list[StoredFrame]:
+        """New complete frames of all series, merged by timestamp.
+
+        Raises:
+            CorruptLog: see ``SegmentCursor.read_new``.
+        """
+        for number in list_series(self.data_dir):
+            if number not in self._cursors:
+                self._cursors[number] = SegmentCursor(self.data_dir, self._starts.get(number), series=number)
+        batches = [cursor.read_new(max_frames_per_series) for cursor in self._cursors.values()]
+        batches = [batch for batch in batches if batch]
+        if len(batches) == 1:
+            return batches[0]
+        return list(heapq.merge(*batches, key=_timestamp))
 
 
 def _decode(segment: int, offset: int, payload: bytes) -> Frame:
@@ -146,4 +195,12 @@ def _decode(segment: int, offset: int, payload: bytes) -> Frame:
         raise CorruptLog(segment, offset, f"record does not decode as a frame: {exc}") from exc
 
 
-__all__ = ["SegmentCursor", "StoredFrame", "chain_before", "iter_frames", "recent_start"]
+__all__ = [
+    "LogCursor",
+    "SegmentCursor",
+    "StoredFrame",
+    "chain_before",
+    "iter_frames",
+    "iter_log",
+    "recent_start",
+]

@@ -3,7 +3,9 @@
 Read-only and safe while a gateway appends: a half-written tail is a torn tail, not an error, and the
 checkpoint file is read *before* the log, so it never names a checkpoint the log had no time to show.
 Segments retention removed are accepted only where a Retention record anchored by a later signed
-checkpoint names them and the next kept segment opens with a checkpoint of its header chain.
+checkpoint names them and the next kept segment opens with a checkpoint of its header chain. Each segment
+series (one per gateway worker, ``storage.series``) is its own chain with its own checkpoint file, so
+``verify_all`` checks them one by one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from storage.checkpoints import CheckpointFileContents, read_checkpoint_file, si
 from storage.codec import decode_frame
 from storage.errors import CorruptLog, StorageError
 from storage.segments import SEALED
+from storage.series import list_series, series_root
 from storage.signing import PublicKey
 
 CHECKPOINT_FILE_SEGMENT = 0  # VerifyProblem.segment of a problem inside the checkpoint file itself
@@ -67,14 +70,21 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     unanchored: Unanchored | None = None
     removed_segments: list[int] = []  # removed by retention, as the log records
     notes: list[VerifyProblem] = []  # recoveries, superseded tails, retention: legitimate, worth knowing
+    series: int = 0  # which segment series (gateway worker) this report is about
 
 
-def verify(data_dir: Path, *, public_key: PublicKey | None = None) -> VerifyReport:
-    """Check the whole log; stops at the first error and reports where it is.
+def verify(data_dir: Path, *, public_key: PublicKey | None = None, series: int = 0) -> VerifyReport:
+    """Check one series of the log; stops at the first error and reports where it is.
 
     Without ``public_key`` checkpoints are checked for consistency only and nothing counts as anchored.
     """
-    return _Verifier(data_dir, public_key).run()
+    report = _Verifier(series_root(data_dir, series), public_key).run()
+    return msgspec.structs.replace(report, series=series) if series else report
+
+
+def verify_all(data_dir: Path, *, public_key: PublicKey | None = None) -> list[VerifyReport]:
+    """``verify`` every series of the data directory (series 0 first)."""
+    return [verify(data_dir, public_key=public_key, series=n) for n in list_series(data_dir)]
 
 
 class _Stop(Exception):
@@ -345,4 +355,5 @@ __all__ = [
     "VerifyProblem",
     "VerifyReport",
     "verify",
+    "verify_all",
 ]

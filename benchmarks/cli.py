@@ -51,6 +51,12 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="the gateway under test (default batched; off: no gateway has that mode yet, the byte relay "
         "stands in)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of the gateway under test (default 1; they share the gateway's cores)",
+    )
     p.add_argument("--scenarios", metavar="A,B", help="comma-separated scenario names or prefixes")
     p.add_argument("--seed", type=int, default=1, help="orders the rounds and writes the prompts (default 1)")
     p.set_defaults(func=_bench)
@@ -66,6 +72,7 @@ def _bench(args: argparse.Namespace) -> int:
         against=args.against,
         against_pids=args.against_pid,
         mock_port=mock_port,
+        workers=args.workers,
     )
     try:
         select(options.scenarios, quick_mode=options.quick)
@@ -83,6 +90,7 @@ def _bench(args: argparse.Namespace) -> int:
                     "quick": options.quick,
                     "seed": options.seed,
                     "durability": options.durability,
+                    "workers": options.workers,
                     "max_connections": MAX_CONNECTIONS,
                     "paced_ms": PACED_MS,
                     "idle_ms": run.idle_ms,

@@ -155,7 +155,7 @@ class Fleet:
             raise BenchError(f"--against: nothing listening on {host}:{port}")
         return Target("against", host, ports, pids=pids)
 
-    def gateway(self, label: str, durability: str) -> Target:
+    def gateway(self, label: str, durability: str, *, workers: int = 1) -> Target:
         """A fresh ``wardgate serve`` process (new data dir) with one listener per upstream kind."""
         self._serial += 1
         data_dir = self.workdir / f"data-{self._serial:02d}-{label}"
@@ -175,7 +175,16 @@ class Fleet:
             validate(load(config))
         except ConfigError as exc:
             raise BenchError(f"the gateway config the bench writes is no longer valid: {exc}") from None
-        argv = _python("gateway.cli", "serve", "--config", str(config), "--log-level", "warning")
+        argv = _python(
+            "gateway.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--log-level",
+            "warning",
+            "--workers",
+            str(workers),
+        )
         child = self._spawn(f"gateway-{self._serial:02d}-{label}", argv, self.cpus.target)
         ports: dict[str, int] = {}
         while len(ports) < len(UPSTREAMS):  # listeners print in config order; other lines are skipped

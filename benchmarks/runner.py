@@ -29,6 +29,7 @@ class Options:
     against: str | None = None  # http://HOST:PORT of another proxy: PORT -> fast, PORT+1 paced, PORT+2 idle
     against_pids: list[int] = field(default_factory=list)
     mock_port: int = 0  # fixed mock ports (fast, +1 paced, +2 idle), for --against
+    workers: int = 1  # ``serve --workers`` of the gateway under test
 
 
 class Progress:
@@ -105,7 +106,7 @@ class Run:
         if self.options.durability == "off":
             gateway = fleet.relay("wardgate")
         else:
-            gateway = fleet.gateway("wardgate", self.options.durability)
+            gateway = fleet.gateway("wardgate", self.options.durability, workers=self.options.workers)
         targets = [floor, gateway]
         if scenario.kind != "hold":
             targets.insert(0, fleet.direct())  # idle streams measure the processes' memory: direct has none

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -35,12 +35,16 @@ class AdminServer:
         metrics: Callable[[Exposition], None],
         *,
         timeout_s: float = 10.0,
+        refresh: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._readiness = readiness
         self._metrics = metrics
         self._timeout_s = timeout_s
+        self._refresh = refresh  # gathers what the two callables report (a supervisor scrapes its workers)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._refresh is not None:
+            await self._refresh()
         await serve_one(
             reader, writer, self._answer, logger=logger, timeout_s=self._timeout_s, max_body_bytes=0
         )

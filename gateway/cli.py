@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,9 +16,10 @@ from pathlib import Path
 import uvloop
 
 from benchmarks import cli as bench_cli
-from gateway import identity, indexer, inspect, keys, mock_llm, retention
+from gateway import identity, indexer, inspect, keys, mock_llm, retention, worker
 from gateway.config import Config, ConfigError, apply_flags, load, validate
 from gateway.server import Gateway
+from gateway.supervisor import Supervisor
 from storage.errors import DataDirBusy, StorageError
 
 logger = logging.getLogger("wardgate")
@@ -38,8 +40,20 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--admin-listen", help='HOST:PORT for /healthz /readyz /metrics (default 127.0.0.1:9900, "" off)'
     )
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        help="worker processes sharing the listeners, each with its own log series "
+        "(default: the number of CPUs; 1 = one process, no supervisor)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -49,21 +63,44 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    workers = args.workers or os.cpu_count() or 1
+    if workers > 1:
+        return uvloop.run(_supervise(config, workers, args.log_level))
     return uvloop.run(_serve_async(config))
+
+
+def _print_ready(config: Config, gw: Gateway | Supervisor) -> None:
+    for (host, port), listener in zip(gw.addresses, config.listeners, strict=True):
+        scheme = "https" if listener.tls_cert else "http"
+        print(
+            f"wardgate: listening on {scheme}://{host}:{port} -> {listener.upstream} "
+            f"(data dir {config.data_dir}, durability {config.storage.durability})",
+            flush=True,
+        )
+    if gw.admin_address:
+        host, port = gw.admin_address
+        print(f"wardgate: admin (health, metrics) on http://{host}:{port}", flush=True)
+
+
+async def _supervise(config: Config, workers: int, log_level: str) -> int:
+    def ready(supervisor: Supervisor) -> None:
+        print(f"wardgate: {workers} worker processes", flush=True)
+        _print_ready(config, supervisor)
+
+    supervisor = Supervisor(config, workers, log_level=log_level, on_ready=ready)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, supervisor.stop)  # forwarded: the first drains, a second cuts
+    loop.add_signal_handler(signal.SIGHUP, supervisor.reload_tls)
+    code = await supervisor.run()
+    if code == 0:
+        print("wardgate: stopped; log synced and indexed", file=sys.stderr, flush=True)
+    return code
 
 
 async def _serve_async(config: Config) -> int:
     def ready(gw: Gateway) -> None:
-        for (host, port), listener in zip(gw.addresses, config.listeners, strict=True):
-            scheme = "https" if listener.tls_cert else "http"
-            print(
-                f"wardgate: listening on {scheme}://{host}:{port} -> {listener.upstream} "
-                f"(data dir {config.data_dir}, durability {config.storage.durability})",
-                flush=True,
-            )
-        if gw.admin_address:
-            host, port = gw.admin_address
-            print(f"wardgate: admin (health, metrics) on http://{host}:{port}", flush=True)
+        _print_ready(config, gw)
 
     gateway = Gateway(config, on_ready=ready)
     loop = asyncio.get_running_loop()
@@ -88,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_commands(sub)
     keys.add_command(sub)
     indexer.add_command(sub)
+    worker.add_command(sub)
     retention.add_commands(sub)
     identity.add_commands(sub)
     bench_cli.add_command(sub)

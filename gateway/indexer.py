@@ -4,6 +4,8 @@ The index is derived data. Reading frames back, parsing SSE and OpenAI JSON and 
 more CPU than relaying the traffic itself, so none of it runs on the gateway's event loop: the gateway
 starts ``wardgate index-follow`` as a child, reads its progress from the child's stdout, restarts it if
 it dies, and closes its stdin to ask for a last pass at shutdown (EOF also ends an orphaned child).
+With several gateway workers each worker runs a follower for its own segment series: indexing scales
+with the workers, and SQLite (WAL, ``BEGIN IMMEDIATE``, busy timeout) takes their commits one at a time.
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ RESTART_DELAY_S = 1.0
 FINAL_PASS_TIMEOUT_S = 120.0
 
 
-async def follow(data_dir: Path, *, stop: asyncio.Event, poll_s: float = POLL_S) -> None:
-    """Index new frames every ``poll_s`` until ``stop``, then once more; prints ``indexed N`` totals."""
+async def follow(data_dir: Path, *, stop: asyncio.Event, poll_s: float = POLL_S, series: int = 0) -> None:
+    """Index new frames of ``series`` every ``poll_s`` until ``stop``, then once more; prints
+    ``indexed N`` totals."""
     total = 0
     failing = ""
     async with await SqliteIndex.open(index_path(data_dir)) as index:
         while True:
             stopping = stop.is_set()
             try:
-                while (applied := await index.catch_up(data_dir, max_frames=BATCH_FRAMES)) > 0:
+                while (applied := await index.catch_up(data_dir, max_frames=BATCH_FRAMES, series=series)) > 0:
                     total += applied
                     print(f"indexed {total}", flush=True)
                     if applied < BATCH_FRAMES:
@@ -60,10 +63,11 @@ async def follow(data_dir: Path, *, stop: asyncio.Event, poll_s: float = POLL_S)
 
 
 class FollowerProcess:
-    """Supervises the ``index-follow`` child of one gateway."""
+    """Supervises the ``index-follow`` child of one gateway (worker), following its segment series."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, series: int = 0) -> None:
         self.data_dir = data_dir.resolve()
+        self.series = series
         self.indexed_frames = 0  # as the child last reported
         self.restarts = 0
         self.running = False
@@ -79,6 +83,8 @@ class FollowerProcess:
                 "index-follow",
                 "--data-dir",
                 str(self.data_dir),
+                "--series",
+                str(self.series),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
@@ -125,15 +131,16 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--data-dir", type=Path, default=Path("./wardgate-data"))
     p.add_argument("--poll-s", type=float, default=POLL_S)
+    p.add_argument("--series", type=int, default=0, help="the segment series (gateway worker) to follow")
     p.set_defaults(func=_cmd_follow)
 
 
 def _cmd_follow(args: argparse.Namespace) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return uvloop.run(_follow_until_told(args.data_dir, args.poll_s))
+    return uvloop.run(_follow_until_told(args.data_dir, args.poll_s, args.series))
 
 
-async def _follow_until_told(data_dir: Path, poll_s: float) -> int:
+async def _follow_until_told(data_dir: Path, poll_s: float, series: int) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -148,7 +155,7 @@ async def _follow_until_told(data_dir: Path, poll_s: float) -> int:
 
     watcher = asyncio.ensure_future(until_eof())
     try:
-        await follow(data_dir, stop=stop, poll_s=poll_s)
+        await follow(data_dir, stop=stop, poll_s=poll_s, series=series)
     finally:
         watcher.cancel()
     return 0

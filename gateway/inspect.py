@@ -555,4 +555,4 @@ def _json_line(out: TextIO, value: object) -> None:
     out.write(msgspec.json.encode(builtins).decode() + "\n")
 
 
-__all__ = ["add_commands", "parse_time", "replay", "tail"]
+__all__ = ["add_commands", "exchange_frames", "parse_time", "replay", "response_parts", "tail"]

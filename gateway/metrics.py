@@ -59,6 +59,36 @@ class Exposition:
         self.metric(name, "histogram", help_text)
         self._lines.extend(histogram.lines(name))
 
+    def merged(self, texts: Iterable[str], *, minimum: frozenset[str] = frozenset()) -> None:
+        """Add the metrics of several scrapes (of worker processes) as one: equal samples are summed, or
+        for the families in ``minimum`` (health gauges) the smallest value is kept."""
+        families: dict[str, tuple[list[str], dict[str, float]]] = {}
+        for text in texts:
+            family = ""
+            for line in text.splitlines():
+                if line.startswith("# "):
+                    words = line.split(" ", 3)
+                    if len(words) >= 3 and words[1] in ("HELP", "TYPE"):
+                        family = words[2]
+                        head = families.setdefault(family, ([], {}))[0]
+                        if line not in head:
+                            head.append(line)
+                    continue
+                key, _, value = line.rpartition(" ")
+                if not key:
+                    continue
+                samples = families.setdefault(family, ([], {}))[1]
+                number = float(value)
+                if key not in samples:
+                    samples[key] = number
+                elif family in minimum:
+                    samples[key] = min(samples[key], number)
+                else:
+                    samples[key] += number
+        for head, samples in families.values():
+            self._lines += head
+            self._lines += [f"{key} {_number(value)}" for key, value in samples.items()]
+
     def text(self) -> str:
         return "\n".join(self._lines) + "\n"
 

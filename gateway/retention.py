@@ -23,6 +23,7 @@ from storage.errors import StorageError
 from storage.holds import load_holds, place_hold, release_hold
 from storage.index import SqliteIndex
 from storage.retention import RetentionPlan, RetentionPolicy, plan_retention, remove_segments
+from storage.series import series_root
 
 logger = logging.getLogger("wardgate.retention")
 
@@ -37,8 +38,10 @@ async def run_retention(
     policy: RetentionPolicy,
     *,
     now_ns: int | None = None,
+    series: int = 0,
 ) -> RetentionPlan | None:
-    """One pass: remove what the policy allows (None: nothing to do).
+    """One pass over the segment series ``series`` (the recorder's): remove what the policy allows (None:
+    nothing to do). Holds live in ``data_dir`` for every series.
 
     Only segments below both the one being written and the first one not fully indexed are candidates.
 
@@ -48,15 +51,16 @@ async def run_retention(
     """
     if not policy.enabled:
         return None
-    indexed = await index.indexed_position()
+    indexed = await index.indexed_position(series=series)
     if indexed is None:
         return None
     holds = await asyncio.to_thread(load_holds, data_dir)
-    held = await index.segments_of_sessions(holds) if holds else {}
+    held = await index.segments_of_sessions(holds, series=series) if holds else {}
+    root = series_root(data_dir, series)
     before = min(recorder.log.position.segment, indexed.segment)
     plan = await asyncio.to_thread(
         plan_retention,
-        data_dir,
+        root,
         policy,
         now_ns=time.time_ns() if now_ns is None else now_ns,
         before=before,
@@ -65,8 +69,8 @@ async def run_retention(
     if plan is None:
         return None
     await recorder.record_retention(plan.event())  # on disk and anchored before anything goes
-    forgotten = await index.forget_segments(plan.remove)
-    await asyncio.to_thread(remove_segments, data_dir, plan.remove)
+    forgotten = await index.forget_segments(plan.remove, series=series)
+    await asyncio.to_thread(remove_segments, root, plan.remove)
     logger.info(
         "retention (%s): removed %d segments (%d bytes, %d indexed exchanges); log starts at segment %012d%s",
         plan.reason,
@@ -87,12 +91,13 @@ async def retention_loop(
     *,
     stop: asyncio.Event,
     interval_s: float = RETENTION_INTERVAL_S,
+    series: int = 0,
 ) -> None:
     """Run a pass now and every ``interval_s`` until ``stop`` is set. A failed pass is logged and retried
     at the next interval; it never stops the gateway."""
     while not stop.is_set():
         try:
-            await run_retention(data_dir, recorder, index, policy)
+            await run_retention(data_dir, recorder, index, policy, series=series)
         except RecordingFailed as exc:
             logger.warning("retention skipped, the session log is not writable: %s", exc)
         except (StorageError, OSError) as exc:

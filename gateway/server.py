@@ -2,7 +2,8 @@
 
 Startup order matters: load the TLS material (bad files fail before anything is touched), take the
 data-dir lock, recover the log tail, open the index, then listen. Shutdown runs in reverse and leaves
-the log synced and indexed.
+the log synced and indexed. As one of several worker processes (``gateway.supervisor``) it writes its own
+segment series and serves on listening sockets the supervisor bound; the supervisor holds the lock.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import functools
 import importlib.metadata
 import logging
 import os
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 from gateway.admin import AdminServer, Readiness
 from gateway.config import Config, ConfigError, parse_upstream, split_host_port
@@ -34,6 +37,7 @@ from storage.lock import DataDirLock
 from storage.redact import load_or_create_key
 from storage.retention import RetentionPolicy
 from storage.segments import SegmentLog
+from storage.series import series_root
 from storage.signing import SigningKey, load_or_create_signing_key, signing_key_path
 
 logger = logging.getLogger("wardgate")
@@ -52,11 +56,27 @@ def key_path(data_dir: Path) -> Path:
     return data_dir / "keys" / "fingerprint.key"
 
 
+class WorkerRole(NamedTuple):
+    """What makes a gateway one worker of several: its segment series and the listening sockets (one
+    per listener, in config order) the supervisor bound and passed down."""
+
+    series: int
+    workers: int  # how many there are in all
+    listen_fds: list[int]
+
+
 class Gateway:
     """One gateway process: ``await run()`` serves until ``stop()``."""
 
-    def __init__(self, config: Config, *, on_ready: Callable[[Gateway], None] = lambda gw: None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        on_ready: Callable[[Gateway], None] = lambda gw: None,
+        worker: WorkerRole | None = None,
+    ) -> None:
         self.config = config
+        self.worker = worker
         self._on_ready = on_ready
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -68,7 +88,7 @@ class Gateway:
         self._upstream_tls: list[ssl.SSLContext | None] = []
         self.recorder: Recorder | None = None
         self.index: SqliteIndex | None = None
-        self.indexer = FollowerProcess(config.data_dir)
+        self.indexer = FollowerProcess(config.data_dir, series=worker.series if worker else 0)
         self.admin_address: tuple[str, int] | None = None
         self.write_seconds = Histogram()
         self.fsync_seconds = Histogram()
@@ -84,7 +104,7 @@ class Gateway:
             self._force = True
         self._stop.set()
 
-    def _load_tls(self) -> None:
+    def load_tls(self) -> None:
         """Build every listener's TLS contexts. Raises ConfigError naming the listener's field."""
         self.tls, self._upstream_tls = [], []
         for i, listener in enumerate(self.config.listeners):
@@ -132,17 +152,26 @@ class Gateway:
     async def run(self) -> None:
         cfg = self.config
         data_dir = cfg.data_dir
-        self._load_tls()
+        self.load_tls()
         data_dir.mkdir(parents=True, exist_ok=True)
-        with DataDirLock(data_dir):
+        # A worker runs under its supervisor's lock (inherited: it stays held while any worker lives).
+        lock: AbstractContextManager[object] = DataDirLock(data_dir) if self.worker is None else nullcontext()
+        with lock:
             key = load_or_create_key(key_path(data_dir))
             signing_key, created = load_or_create_signing_key(data_dir)
             if created:
                 path, fingerprint = signing_key_path(data_dir), signing_key.public.fingerprint
                 logger.warning("created the checkpoint signing key %s (%s)", path, fingerprint)
-            log = SegmentLog.open(data_dir, max_segment_bytes=cfg.storage.max_segment_bytes)
+            series = self.worker.series if self.worker else 0
+            log = SegmentLog.open(
+                series_root(data_dir, series), max_segment_bytes=cfg.storage.max_segment_bytes
+            )
             if log.recovered_bytes:
-                logger.warning("recovered the log: cut %d bytes of a torn tail", log.recovered_bytes)
+                logger.warning(
+                    "recovered the log%s: cut %d bytes of a torn tail",
+                    f" (series {series})" if self.worker else "",
+                    log.recovered_bytes,
+                )
             try:
                 index = await SqliteIndex.open(index_path(data_dir))
                 try:
@@ -180,11 +209,19 @@ class Gateway:
             tasks.create_task(self.indexer.run(log_closed), name="indexer")
             retention = cfg.retention
             if retention.max_age_s or retention.max_total_bytes:
+                # Each worker keeps its own series within an equal share of the byte budget.
+                workers = self.worker.workers if self.worker else 1
                 policy = RetentionPolicy(
-                    max_age_s=retention.max_age_s, max_total_bytes=retention.max_total_bytes
+                    max_age_s=retention.max_age_s, max_total_bytes=-(-retention.max_total_bytes // workers)
                 )
                 loop = retention_loop(
-                    cfg.data_dir, recorder, index, policy, stop=self._stop, interval_s=retention.interval_s
+                    cfg.data_dir,
+                    recorder,
+                    index,
+                    policy,
+                    stop=self._stop,
+                    interval_s=retention.interval_s,
+                    series=self.worker.series if self.worker else 0,
                 )
                 tasks.create_task(loop, name="retention")
             servers = [await self._listen(i, recorder, sessions) for i in range(len(cfg.listeners))]
@@ -230,16 +267,25 @@ class Gateway:
             upstream_prefix=upstream.prefix.encode(),
         )
         self.contexts.append(ctx)
-        server = await asyncio.start_server(
-            functools.partial(self._handle, ctx),
-            host,
-            port,
-            limit=64 * 1024,
-            backlog=4096,
-            ssl=server_tls.context if server_tls else None,
-            # A handshake is part of the request head's budget: a silent client cannot hold a slot.
-            ssl_handshake_timeout=limits.header_timeout_s if server_tls else None,
-        )
+        handler = functools.partial(self._handle, ctx)
+        # A handshake is part of the request head's budget: a silent client cannot hold a slot.
+        handshake_s = limits.header_timeout_s if server_tls else None
+        tls_context = server_tls.context if server_tls else None
+        if self.worker is not None:
+            sock = socket.socket(fileno=self.worker.listen_fds[i])
+            server = await asyncio.start_server(
+                handler, sock=sock, limit=64 * 1024, ssl=tls_context, ssl_handshake_timeout=handshake_s
+            )
+        else:
+            server = await asyncio.start_server(
+                handler,
+                host,
+                port,
+                limit=64 * 1024,
+                backlog=4096,
+                ssl=tls_context,
+                ssl_handshake_timeout=handshake_s,
+            )
         sock = server.sockets[0].getsockname()
         self.addresses.append((str(sock[0]), int(sock[1])))
         return server
@@ -380,4 +426,4 @@ async def running(config: Config) -> AsyncIterator[Gateway]:
             gateway.stop()
 
 
-__all__ = ["Gateway", "key_path", "running"]
+__all__ = ["Gateway", "WorkerRole", "key_path", "running"]

@@ -1,4 +1,5 @@
 """The data directory lock: one gateway (or one ``reindex``) at a time owns ``<data>/gateway.lock``.
+A multi-process gateway is one owner: its supervisor takes the lock and its workers inherit it.
 
 An exclusive, non-blocking ``fcntl.flock``. The kernel drops it when the process dies, so a crash never
 leaves a stale lock behind. Readers (search, tail, verify) never take it.
@@ -26,6 +27,18 @@ class DataDirLock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+    @property
+    def fileno(self) -> int:
+        """The locked descriptor. A child process that inherits it shares the lock: the lock stays held
+        until every process holding it has exited (how a supervisor covers its gateway workers).
+
+        Raises:
+            StorageError: not held.
+        """
+        if self._fd is None:
+            raise StorageError(f"{self.path}: not held")
+        return self._fd
 
     def acquire(self) -> None:
         """Take the lock without waiting; creates the data directory if needed.

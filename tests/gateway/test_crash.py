@@ -98,6 +98,7 @@ def serve_cmd(port: int, upstream: int, data_dir: Path) -> list[str]:
         sys.executable, "-m", "gateway.cli", "serve",
         "--listen", f"127.0.0.1:{port}", "--upstream", f"http://127.0.0.1:{upstream}",
         "--data-dir", str(data_dir), "--durability", "strict", "--admin-listen", "", "--log-level", "warning",
+        "--workers", "1",
     ]  # fmt: skip
 
 

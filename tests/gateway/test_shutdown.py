@@ -20,7 +20,7 @@ def start(port: int, upstream: int, data_dir: Path) -> subprocess.Popen[bytes]:
     listen, upstream_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{upstream}"
     command = ["serve", "--listen", listen, "--upstream", upstream_url, "--data-dir", str(data_dir)]
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", *command, "--admin-listen", ""],
+        [sys.executable, "-m", "gateway.cli", *command, "--admin-listen", "", "--workers", "1"],
         cwd=ROOT,
         stderr=subprocess.PIPE,
     )

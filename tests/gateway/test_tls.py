@@ -469,6 +469,7 @@ async def test_sighup_reloads_the_certificate_keeping_open_connections(
         *(sys.executable, "-m", "gateway.cli", "serve", "--listen", f"127.0.0.1:{port}"),
         *("--upstream", f"http://127.0.0.1:{mock.port}", "--data-dir", str(tmp_path / "data")),
         *("--admin-listen", "", "--tls-cert", str(cert_file), "--tls-key", str(key_file)),
+        *("--workers", "1"),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

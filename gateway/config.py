@@ -42,6 +42,9 @@ class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_connections: int = 1024
     upstream_pool_size: int = 64  # idle kept-alive upstream connections kept per upstream
     shutdown_grace_s: float = 10.0  # on SIGTERM, exchanges in flight get this long to finish
+    h2_max_concurrent_streams: int = 100  # SETTINGS_MAX_CONCURRENT_STREAMS; more is a PROTOCOL_ERROR
+    h2_reset_burst: int = 100  # streams a client may cancel in flight before the refill rate applies
+    h2_resets_per_s: float = 20.0  # beyond it: GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487)
 
 
 class StorageConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

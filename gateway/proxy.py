@@ -92,7 +92,14 @@ class _Exchange:
 class ClientConnection:
     """Serves one accepted client connection until it closes."""
 
-    def __init__(self, ctx: ProxyContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        ctx: ProxyContext,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        initial: bytes = b"",  # bytes already read from the client (by the HTTP/2 preface sniff)
+    ) -> None:
         self.ctx = ctx
         self.reader = reader
         self.writer = writer
@@ -110,6 +117,8 @@ class ClientConnection:
         self._behind = False
         self.busy = False  # inside an exchange: graceful shutdown lets it finish
         self._out: list[bytes] = []  # response bytes of the current upstream read, written at once
+        if initial:
+            self._events.extend(self.http.feed(initial))
 
     # --- recording -------------------------------------------------------------------------------
 

@@ -22,10 +22,12 @@ from typing import NamedTuple
 
 from gateway.admin import AdminServer, Readiness
 from gateway.config import Config, ConfigError, parse_upstream, split_host_port
+from gateway.dispatch import AnyConnection, accept
+from gateway.h2_connection import H2ClientConnection
 from gateway.ids import new_id
 from gateway.indexer import FollowerProcess
 from gateway.metrics import Exposition, Histogram
-from gateway.proxy import ClientConnection, ProxyContext
+from gateway.proxy import ProxyContext
 from gateway.recorder import Recorder
 from gateway.retention import retention_loop
 from gateway.sessions import SessionTracker
@@ -80,7 +82,7 @@ class Gateway:
         self._on_ready = on_ready
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._connections: set[ClientConnection] = set()
+        self._connections: set[AnyConnection] = set()
         self._force = False
         self.addresses: list[tuple[str, int]] = []
         self.contexts: list[ProxyContext] = []
@@ -378,7 +380,10 @@ class Gateway:
     async def _handle(
         self, ctx: ProxyContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        conn = ClientConnection(ctx, reader, writer)
+        conn = await accept(ctx, reader, writer)  # HTTP/1.1 or HTTP/2, by ALPN or the preface
+        if conn is None:
+            writer.transport.abort()
+            return
         self._connections.add(conn)
         ctx.stats.connections += 1
         try:
@@ -396,6 +401,9 @@ class Gateway:
         """Idle connections close now; exchanges in flight get ``shutdown_grace_s`` to finish."""
         for ctx in self.contexts:
             ctx.closing = True
+        for conn in list(self._connections):
+            if isinstance(conn, H2ClientConnection):
+                conn.begin_shutdown()  # refuse new streams; GOAWAY once the last one ends
         deadline = asyncio.get_running_loop().time() + self.config.limits.shutdown_grace_s
         while self._connections:
             for conn in list(self._connections):

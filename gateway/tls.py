@@ -20,10 +20,8 @@ logger = logging.getLogger("wardgate.tls")
 
 ALPN_HTTP1 = "http/1.1"
 ALPN_H2 = "h2"
-# What a listener offers, most preferred first. The HTTP/2 work puts ALPN_H2 in front once the gateway
-# speaks it (STYLE §4: the parser is chosen by ALPN first); offering h2 before that breaks every client
-# that picks it.
-SERVER_ALPN: tuple[str, ...] = (ALPN_HTTP1,)
+# What a listener offers, most preferred first (STYLE §4: the parser is chosen by ALPN first).
+SERVER_ALPN: tuple[str, ...] = (ALPN_H2, ALPN_HTTP1)
 UPSTREAM_ALPN: tuple[str, ...] = (ALPN_HTTP1,)
 
 # RFC 4514 §3 short names; any other attribute keeps OpenSSL's long name.

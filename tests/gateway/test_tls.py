@@ -203,7 +203,7 @@ def legacy_client(ca: trustme.CA, maximum: ssl.TLSVersion) -> ssl.SSLContext:
     return ctx
 
 
-async def test_tls_1_1_refused_1_2_served_and_h2_not_offered(
+async def test_tls_1_1_refused_1_2_served_and_alpn_prefers_h2(
     ca: trustme.CA, server_files: tuple[Path, Path], mock: MockLlm, tmp_path: Path
 ) -> None:
     cert_file, key_file = server_files
@@ -219,14 +219,15 @@ async def test_tls_1_1_refused_1_2_served_and_h2_not_offered(
             assert (await request(reader, writer, GET_MODELS))[0] == 200
         finally:
             writer.transport.abort()
-        # ALPN: http/1.1 only until the gateway speaks HTTP/2; a client asking for h2 alone gets no ALPN.
-        for offer, selected in ((["h2", "http/1.1"], "http/1.1"), (["h2"], None)):
+        # ALPN: h2 is preferred when offered (tests/gateway/test_h2.py speaks it); http/1.1 otherwise.
+        for offer, selected in ((["h2", "http/1.1"], "h2"), (["h2"], "h2"), (["http/1.1"], "http/1.1")):
             ctx = trusting(ca)
             ctx.set_alpn_protocols(offer)
             reader, writer = await connect(gw.port, ctx)
             try:
                 assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == selected
-                assert (await request(reader, writer, GET_MODELS))[0] == 200
+                if selected == "http/1.1":
+                    assert (await request(reader, writer, GET_MODELS))[0] == 200
             finally:
                 writer.transport.abort()
 

@@ -1,0 +1,409 @@
+"""One HTTP/2 stream as one exchange: its request forwarded to a pooled HTTP/1.1 upstream, its response
+relayed back within the client's flow-control window, every piece recorded with its own time.
+
+Owned and run by ``gateway.h2_connection``, which feeds ``inbox`` and cancels the task on RST_STREAM.
+It must not touch the socket except through the connection (``send``, ``flush``, ``drain``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, NoReturn
+
+from gateway.forwarding import client_response_head, error_response, first, upstream_request_head
+from gateway.h2_heads import h1_request_head, h2_response_head
+from gateway.ids import new_id
+from gateway.recorder import RecordingFailed
+from gateway.sessions import SESSION_HEADER, BadSessionHeader
+from gateway.upstream import UpstreamConnection, UpstreamTlsError, UpstreamUnavailable
+from parsers.errors import ParseError
+from parsers.events import (
+    BodyChunk,
+    Direction,
+    Event,
+    ExchangeEnded,
+    GatewayError,
+    MessageEnd,
+    ParseFailed,
+    RequestHead,
+    ResponseHead,
+    SessionStarted,
+    StreamReset,
+)
+from parsers.http2 import CANCEL, INTERNAL_ERROR
+
+if TYPE_CHECKING:
+    from gateway.h2_connection import H2ClientConnection
+
+STREAM_HIGH_WATER = 64 * 1024  # response bytes held for a client that does not read this stream
+
+
+class StreamAborted(Exception):
+    """The exchange cannot go on; the reason was recorded and the stream answered or reset."""
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+class StreamExchange:
+    """The state of one client stream while its exchange runs."""
+
+    def __init__(self, conn: H2ClientConnection, head: RequestHead, *, has_body: bool) -> None:
+        self.conn = conn
+        self.head = head
+        self.has_body = has_body
+        self.request_done = not has_body  # the client's side of the stream ended
+        self.stream_id = head.stream_id
+        self.inbox: asyncio.Queue[Event] = asyncio.Queue()  # bounded by the stream's window: acks come late
+        self.task: asyncio.Task[None] | None = None
+        self.reset_by_client: StreamReset | None = None
+        self.cancel_reason = ""
+        self.id = new_id("x_")
+        self.session_id = ""
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.status = 0
+        self.response_started = False
+        self.ended = False
+        self.running = False  # the task started; before that a cancel never reaches its code
+        self.upstream: UpstreamConnection | None = None
+        self._window = asyncio.Event()
+        self._bad_session = ""
+
+    # --- called by the connection ----------------------------------------------------------------
+
+    def window_changed(self) -> None:
+        """The client's window may have opened: a stream waiting to send looks again."""
+        if self.conn.http.buffered(self.stream_id) <= STREAM_HIGH_WATER:
+            self._window.set()
+
+    def cancelled(self) -> None:
+        """The task was cancelled: by the client's RST_STREAM or because the connection ended."""
+        if self.upstream is not None:
+            self.upstream.abort()
+            self.upstream = None
+        if self.ended:
+            return
+        reset = self.reset_by_client
+        with contextlib.suppress(RecordingFailed):  # the log is down: nothing went on unrecorded either
+            if reset is not None:
+                self._emit(Direction.FROM_CLIENT, reset)
+                self._record_error("client_aborted", 0, f"the client reset stream {self.stream_id}")
+            else:
+                self._record_error("client_aborted", 0, self.cancel_reason or "the connection closed")
+            self._end("client_aborted")
+
+    # --- the exchange ----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Record the start of the exchange at once, so even a stream reset before it ran is on record."""
+        conn = self.conn
+        head = self.head
+        now = time.time_ns()
+        try:
+            ref = conn.ctx.sessions.resolve(
+                first(head.headers, SESSION_HEADER), conn.identity, conn.client_ip, now
+            )
+        except BadSessionHeader as exc:
+            self._bad_session = str(exc)
+            ref = conn.ctx.sessions.resolve(None, conn.identity, conn.client_ip, now)
+        self.session_id = ref.session_id
+        conn.ctx.stats.exchanges += 1
+        if ref.is_new:
+            started = SessionStarted(
+                session_id=ref.session_id,
+                identity=conn.identity,
+                client_addr=conn.client_addr,
+                source=ref.source,
+            )
+            self._emit(Direction.FROM_CLIENT, started)
+        self._emit(Direction.FROM_CLIENT, conn.started(self.id, ref.session_id))
+        self._emit(Direction.FROM_CLIENT, head)
+
+    async def run(self) -> None:
+        self.running = True
+        try:
+            self._check(self._bad_session)
+            upstream = await self._forward_request()
+            await self._relay_response(upstream)
+            self._end("complete")
+        except _Refusal as refusal:
+            await self._refuse(refusal.status, refusal.kind, refusal.message)
+        except RecordingFailed as exc:
+            await self._refuse(503, "recording_unavailable", f"the session log cannot be written: {exc}")
+        finally:
+            if self.upstream is not None and self.ended:
+                self.upstream.abort()
+                self.upstream = None
+        await self.conn.keep_pace()
+
+    def _check(self, bad_session: str) -> None:
+        head = self.head
+        limits = self.conn.ctx.limits
+        if bad_session:
+            raise _Refusal(400, "bad_request", bad_session)
+        if self.conn.ctx.recorder.failure is not None:
+            raise RecordingFailed(str(self.conn.ctx.recorder.failure))
+        if head.method == b"CONNECT":
+            raise _Refusal(501, "not_implemented", "CONNECT tunnels are not supported by this gateway")
+        length = first(head.headers, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+            raise _Refusal(
+                413, "body_too_large", f"request body of {length!r} bytes exceeds {limits.max_body_bytes}"
+            )
+
+    async def _forward_request(self) -> UpstreamConnection:
+        conn = self.conn
+        ctx = conn.ctx
+        forwarded = upstream_request_head(
+            h1_request_head(self.head, has_body=self.has_body),
+            client_ip=conn.client_ip,
+            authority=ctx.upstream_authority,
+            prefix=ctx.upstream_prefix,
+            proto=b"https" if conn.tls else b"http",
+        )
+        self._emit(Direction.TO_UPSTREAM, forwarded)
+        if ctx.durability == "strict":
+            # Nothing reaches the upstream before it is on disk (the HTTP/1.1 path's rule too).
+            body = await self._read_body(None)
+            await ctx.recorder.durable()
+            upstream = await self._connect()
+            try:
+                upstream.send(forwarded)
+                for event in body:
+                    upstream.send(event)
+                await upstream.drain()
+            except (OSError, RuntimeError, ParseError) as exc:
+                upstream.abort()
+                raise _Refusal(502, "upstream_refused", f"upstream closed while sending: {exc}") from exc
+            return upstream
+        upstream = await self._connect()
+        self.upstream = upstream
+        try:
+            upstream.send(forwarded)
+        except ParseError as exc:
+            raise _Refusal(400, "bad_request", str(exc)) from exc
+        await self._read_body(upstream)
+        return upstream
+
+    async def _connect(self) -> UpstreamConnection:
+        limits = self.conn.ctx.limits
+        try:
+            return await self.conn.ctx.pool.acquire()
+        except UpstreamTlsError as exc:
+            raise _Refusal(502, "upstream_tls_error", str(exc)) from exc
+        except UpstreamUnavailable as exc:
+            raise _Refusal(502, "upstream_refused", str(exc)) from exc
+        except TimeoutError as exc:
+            message = f"no connection to the upstream within {limits.upstream_connect_timeout_s} s"
+            raise _Refusal(504, "upstream_timeout", message) from exc
+
+    async def _read_body(self, upstream: UpstreamConnection | None) -> list[Event]:
+        """Record the request body and forward each piece (or hold it); ack it to the client once sent."""
+        held: list[Event] = []
+        conn = self.conn
+        limit = conn.ctx.limits.max_body_bytes
+        while True:
+            try:
+                async with asyncio.timeout(conn.ctx.limits.idle_timeout_s):
+                    event = await self.inbox.get()
+            except TimeoutError:
+                raise _Refusal(408, "request_timeout", "the request body stopped arriving") from None
+            size = len(event.data) if isinstance(event, BodyChunk) else 0
+            if size:
+                self.request_bytes += size
+                if self.request_bytes > limit:
+                    raise _Refusal(413, "body_too_large", f"request body exceeds {limit} bytes")
+            self._emit(Direction.FROM_CLIENT, event)
+            if upstream is None:
+                held.append(event)
+            else:
+                try:
+                    upstream.send(event)
+                    await upstream.drain()
+                except (OSError, RuntimeError, ParseError) as exc:
+                    raise _Refusal(502, "upstream_refused", f"upstream closed while sending: {exc}") from exc
+            conn.http.ack(self.stream_id, size)  # the client may send this much more now
+            conn.flush()
+            await conn.keep_pace()
+            if isinstance(event, MessageEnd):
+                self.request_done = True
+                return held
+
+    async def _relay_response(self, upstream: UpstreamConnection) -> None:
+        limits = self.conn.ctx.limits
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.max_exchange_s
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                message = f"the exchange exceeded max_exchange_s ({limits.max_exchange_s} s)"
+                self._upstream_failed(504, "exchange_too_long", message)
+            timeout_s = min(limits.upstream_read_timeout_s, remaining)
+            try:
+                events = await upstream.receive(timeout_s)
+            except TimeoutError:
+                if timeout_s < limits.upstream_read_timeout_s:
+                    continue
+                self._upstream_failed(504, "upstream_timeout", f"the upstream sent nothing for {timeout_s} s")
+            except OSError as exc:
+                self._upstream_failed(502, "upstream_aborted", f"upstream connection failed: {exc}")
+            for event in events:
+                if await self._relay(event, upstream):
+                    return
+            await self._wait_for_window()
+            await self.conn.keep_pace()
+
+    async def _relay(self, event: Event, upstream: UpstreamConnection) -> bool:
+        """Pass one upstream event to the client. True once the response is complete."""
+        sid = self.stream_id
+        match event:
+            case ResponseHead() if event.status < 200:
+                self._emit(Direction.FROM_UPSTREAM, event)
+                if event.status != 100:  # 100 answers the upstream's own Expect; others (103) pass
+                    self._send(h2_response_head(event, sid))
+            case ResponseHead():
+                self._emit(Direction.FROM_UPSTREAM, event)
+                self.status = event.status
+                out = h2_response_head(
+                    client_response_head(event, session_id=self.session_id, exchange_id=self.id), sid
+                )
+                self._emit(Direction.TO_CLIENT, out)
+                self._send(out)
+                self.response_started = True
+            case BodyChunk():
+                self._emit(Direction.FROM_UPSTREAM, event)
+                self.response_bytes += len(event.data)
+                self._send(BodyChunk(stream_id=sid, data=event.data))
+            case MessageEnd():
+                self._emit(Direction.FROM_UPSTREAM, event)
+                self._send(MessageEnd(stream_id=sid, trailers=[(n.lower(), v) for n, v in event.trailers]))
+                self.conn.ctx.pool.release(upstream, reusable=True)
+                self.upstream = None
+                await self._wait_for_window(until_done=True)
+                return True
+            case ParseFailed() if upstream.eof:
+                message = f"the upstream closed mid-response: {event.error}"
+                self._upstream_failed(502, "upstream_aborted", message)
+            case ParseFailed():
+                self._upstream_failed(502, "upstream_protocol_error", event.error)
+            case _:
+                self._upstream_failed(
+                    502, "upstream_aborted", "the upstream closed the connection mid-response"
+                )
+        return False
+
+    def _send(self, event: Event) -> None:
+        try:
+            self.conn.send(event)
+        except ParseError as exc:
+            self._client_gone(f"the client cannot take stream {self.stream_id} any more: {exc}")
+
+    async def _wait_for_window(self, *, until_done: bool = False) -> None:
+        """Back-pressure per stream: a client that does not read this stream pauses this upstream only."""
+        conn = self.conn
+        sid = self.stream_id
+        limits = conn.ctx.limits
+        try:
+            await conn.drain()
+            while conn.http.buffered(sid) > STREAM_HIGH_WATER or (
+                until_done and not conn.http.stream_done(sid)
+            ):
+                self._window.clear()
+                async with asyncio.timeout(limits.client_write_timeout_s):
+                    await self._window.wait()
+                await conn.drain()
+        except TimeoutError:
+            self._reset(CANCEL)
+            self._client_gone(f"the client stopped reading stream {sid} (write timeout)")
+        except ConnectionError as exc:
+            self._client_gone(f"the client went away: {exc}")
+
+    # --- endings ---------------------------------------------------------------------------------
+
+    def _client_gone(self, message: str) -> NoReturn:
+        self._record_error("client_aborted", 0, message)
+        self._end("client_aborted")
+        raise StreamAborted
+
+    def _upstream_failed(self, status: int, kind: str, message: str) -> NoReturn:
+        """Answer ``status`` if no response started; else reset the stream: the client sees a truncation."""
+        if not self.response_started:
+            raise _Refusal(status, kind, message)
+        self._record_error(kind, 0, message)
+        self._reset(INTERNAL_ERROR)
+        self._end("upstream_aborted")
+        raise StreamAborted
+
+    async def _refuse(self, status: int, kind: str, message: str) -> None:
+        """Answer an error on this stream in OpenAI's error shape; other streams go on."""
+        if self.upstream is not None:
+            self.upstream.abort()
+            self.upstream = None
+        sid = self.stream_id
+        if self.response_started:
+            self._record_error(kind, 0, message)
+            self._reset(INTERNAL_ERROR)
+            self._end("error")
+            return
+        self.status = status
+        head, body = error_response(status, kind, message, session_id=self.session_id, exchange_id=self.id)
+        out = h2_response_head(head, sid)
+        try:
+            self._record_error(kind, status, message)
+            self._emit(Direction.TO_CLIENT, out)
+            self._emit(Direction.TO_CLIENT, BodyChunk(stream_id=sid, data=body))
+            self._emit(Direction.TO_CLIENT, MessageEnd(stream_id=sid))
+            self.response_bytes = len(body)
+            self._end("error")
+        except RecordingFailed:
+            pass  # the log is down: the refusal still goes out, the model got nothing
+        try:
+            self.conn.send(out)
+            self.conn.send(BodyChunk(stream_id=sid, data=body))
+            self.conn.send(MessageEnd(stream_id=sid))
+            if not self.request_done:
+                # RFC 9113 §8.1: a response before the request ended; NO_ERROR asks the client to stop.
+                self.conn.send(StreamReset(stream_id=sid, error_code=0))
+        except ParseError:
+            return  # the client reset the stream meanwhile
+
+    def _reset(self, error_code: int) -> None:
+        """RST_STREAM to the client, unless h2 closed the stream already (then nothing more reaches it)."""
+        with contextlib.suppress(ParseError):
+            self.conn.send(StreamReset(stream_id=self.stream_id, error_code=error_code))
+
+    def _record_error(self, kind: str, status: int, message: str) -> None:
+        errors = self.conn.ctx.stats.errors
+        errors[kind] = errors.get(kind, 0) + 1
+        error = GatewayError(kind=kind, status=status, message=message, client_addr=self.conn.client_addr)
+        self._emit(Direction.TO_CLIENT, error)
+
+    def _end(self, outcome: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        stats = self.conn.ctx.stats
+        stats.request_bytes += self.request_bytes
+        stats.response_bytes += self.response_bytes
+        stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
+        ended = ExchangeEnded(
+            outcome=outcome,
+            status=self.status,
+            request_bytes=self.request_bytes,
+            response_bytes=self.response_bytes,
+        )
+        self._emit(Direction.TO_CLIENT, ended)
+
+    def _emit(self, direction: Direction, event: Event) -> None:
+        self.conn.emit(direction, event, self.id)
+
+
+__all__ = ["STREAM_HIGH_WATER", "StreamAborted", "StreamExchange"]

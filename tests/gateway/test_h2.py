@@ -1,0 +1,444 @@
+"""HTTP/2 clients end to end: httpx over TLS (ALPN) and h2c (prior knowledge), the openai SDK, a hand-driven
+h2 client for resets, floods and slow readers; every stream recorded as its own exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import httpx
+import msgspec
+import openai
+import pytest
+import trustme
+from hyperframe.frame import ContinuationFrame, HeadersFrame
+
+from gateway.config import AdminConfig, Config, LimitsConfig, ListenerConfig, StorageConfig
+from gateway.h2_connection import H2ClientConnection
+from gateway.h2_stream import STREAM_HIGH_WATER
+from gateway.inspect import exchange_frames, response_parts
+from gateway.mock_llm import MockLlm, MockLlmConfig
+from gateway.server import Gateway, running
+from parsers.events import (
+    ExchangeEnded,
+    ExchangeStarted,
+    GatewayError,
+    GoAway,
+    RequestHead,
+    StreamReset,
+)
+from parsers.http2 import CANCEL, ENHANCE_YOUR_CALM, NO_ERROR, PROTOCOL_ERROR
+from storage.codec import Frame
+from storage.reader import iter_frames
+from tests.gateway.processes import record_of, wardgate
+from tests.gateway.test_tls import trusting, write_cert
+
+SECRET = "sk-test-h2-7Jq2Lw9"
+
+
+def config(data_dir: Path, upstream_port: int, **kwargs: Any) -> Config:
+    listener = {k: v for k, v in kwargs.items() if k.startswith("tls_")}
+    durability = kwargs.pop("durability", "batched")
+    limits = {k: v for k, v in kwargs.items() if not k.startswith("tls_")}
+    return Config(
+        listeners=[
+            ListenerConfig(listen="127.0.0.1:0", upstream=f"http://127.0.0.1:{upstream_port}", **listener)
+        ],
+        storage=StorageConfig(data_dir=str(data_dir), durability=durability, group_commit_ms=5),
+        limits=msgspec.structs.replace(LimitsConfig(), **limits),
+        admin=AdminConfig(listen=""),
+    )
+
+
+@asynccontextmanager
+async def gateway(
+    data_dir: Path, mock_config: MockLlmConfig, **kwargs: Any
+) -> AsyncIterator[tuple[Gateway, MockLlm]]:
+    async with (
+        asyncio.timeout(60),
+        MockLlm(mock_config) as mock,
+        running(config(data_dir, mock.port, **kwargs)) as gw,
+    ):
+        yield gw, mock
+
+
+def frames(data_dir: Path) -> list[Frame]:
+    return [stored.frame for stored in iter_frames(data_dir)]
+
+
+def chat(content: str, *, stream: bool = True, max_tokens: int = 8) -> dict[str, Any]:
+    return {
+        "model": "mock-gpt",
+        "messages": [{"role": "user", "content": content}],
+        "stream": stream,
+        "max_tokens": max_tokens,
+    }
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+# --- httpx over TLS and h2c -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls-alpn", "h2c-prior-knowledge"])
+async def test_concurrent_streams_on_one_connection_each_recorded_and_replayable(
+    tls: bool, ca: trustme.CA, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    tls_files: dict[str, str] = {}
+    if tls:
+        cert_file, key_file = write_cert(ca.issue_cert("localhost"), tmp_path / "tls", "gw")
+        tls_files = {"tls_cert": str(cert_file), "tls_key": str(key_file)}
+    bodies: dict[str, bytes] = {}
+    # Strict durability over TLS (bodies held until on disk), batched over h2c: both request paths.
+    durability = "strict" if tls else "batched"
+    async with gateway(data_dir, MockLlmConfig(tokens=40), durability=durability, **tls_files) as (gw, _):
+        scheme = "https" if tls else "http"
+        client = httpx.AsyncClient(
+            base_url=f"{scheme}://localhost:{gw.port}",
+            http2=True,
+            http1=tls,  # plaintext: prior knowledge, no Upgrade dance
+            verify=trusting(ca) if tls else False,
+            timeout=10,
+        )
+        async with client:
+
+            async def one(i: int) -> None:
+                async with client.stream("POST", "/v1/chat/completions", json=chat(f"question {i}")) as resp:
+                    assert resp.status_code == 200
+                    assert resp.http_version == "HTTP/2"
+                    body = b"".join([piece async for piece in resp.aiter_raw()])
+                assert body.endswith(b"data: [DONE]\n\n")
+                bodies[resp.headers["x-wardgate-exchange"]] = body
+
+            await asyncio.gather(*(one(i) for i in range(12)))
+            assert (await client.get("/v1/models")).json()["data"]
+    assert len(bodies) == 12
+    started = [f for f in frames(data_dir) if isinstance(f.event, ExchangeStarted)]
+    assert len(started) == 13
+    assert len({f.conn_id for f in started}) == 1  # one connection, thirteen exchanges
+    for frame in started:
+        assert isinstance(frame.event, ExchangeStarted)
+        assert frame.event.protocol == "h2"
+        assert frame.event.alpn == ("h2" if tls else "")
+        assert bool(frame.event.tls_version) == tls
+    heads = [
+        f.event for f in frames(data_dir) if isinstance(f.event, RequestHead) and f.event.http_version == b"2"
+    ]
+    assert sorted(h.stream_id for h in heads) == list(range(1, 27, 2))
+    for exchange_id, body in bodies.items():
+        record = await record_of(data_dir, exchange_id)
+        assert (record.protocol, record.status, record.outcome, record.stream) == (
+            "h2",
+            200,
+            "complete",
+            True,
+        )
+        assert record.response_text
+        head, pieces = response_parts(exchange_frames(data_dir, record))
+        assert head is not None
+        assert head.http_version == b"2"
+        assert b"".join(pieces) == body
+        assert len(pieces) > 1  # chunk by chunk, each with its own time
+    some = next(iter(bodies))
+    replay = wardgate("replay", some, "--raw", "--data-dir", str(data_dir))
+    assert replay.returncode == 0, replay.stderr
+    assert replay.stdout == bodies[some]
+
+
+async def test_openai_sdk_over_tls_with_a_custom_ca_on_http2(ca: trustme.CA, tmp_path: Path) -> None:
+    cert_file, key_file = write_cert(ca.issue_cert("localhost"), tmp_path / "tls", "gw")
+    data_dir = tmp_path / "data"
+    async with (
+        gateway(data_dir, MockLlmConfig(tokens=10), tls_cert=str(cert_file), tls_key=str(key_file)) as (
+            gw,
+            _,
+        ),
+        openai.DefaultAsyncHttpxClient(verify=trusting(ca), http2=True, timeout=10) as http,
+        openai.AsyncOpenAI(
+            base_url=f"https://localhost:{gw.port}/v1", api_key=SECRET, max_retries=0, http_client=http
+        ) as llm,
+    ):
+        raw = await llm.chat.completions.with_raw_response.create(
+            model="mock-gpt", messages=[{"role": "user", "content": "an okapi fact over h2"}]
+        )
+        assert raw.http_response.http_version == "HTTP/2"
+        assert raw.parse().choices[0].message.content
+        stream = await llm.chat.completions.create(
+            model="mock-gpt", messages=[{"role": "user", "content": "stream it"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text
+        exchange_id = raw.headers["x-wardgate-exchange"]
+    record = await record_of(data_dir, exchange_id)
+    assert (record.protocol, record.alpn, record.status) == ("h2", "h2", 200)
+    assert "okapi" in record.prompt_text
+
+
+# --- a hand-driven h2 client -------------------------------------------------------------------------
+
+GET_MODELS = [
+    (b":method", b"GET"),
+    (b":scheme", b"http"),
+    (b":authority", b"gw.test"),
+    (b":path", b"/v1/models"),
+]
+
+
+def post_chat(content: str, **kwargs: Any) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    body = json.dumps(chat(content, **kwargs)).encode()
+    head = [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":authority", b"gw.test"),
+        (b":path", b"/v1/chat/completions"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    return head, body
+
+
+class RawH2:
+    """The h2 library as a client on a real socket, driven by hand: resets, floods, unread streams."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(2**30)  # the connection never limits; streams do
+        self.data: dict[int, bytearray] = {}
+        self.unacked: dict[int, int] = {}  # DATA left unread, per stream
+        self.events: list[h2.events.Event] = []
+        self.closed = False
+
+    @classmethod
+    async def connect(cls, port: int) -> RawH2:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    def flush(self, extra: bytes = b"") -> None:
+        self.writer.write(self.h2.data_to_send() + extra)
+
+    def request(self, sid: int, head: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
+        self.h2.send_headers(sid, head, end_stream=not body)
+        if body:
+            self.h2.send_data(sid, body, end_stream=True)
+        self.flush()
+
+    async def until(
+        self, done: Callable[[], bool], *, timeout_s: float = 10, ack: set[int] | None = None
+    ) -> None:
+        """Read until ``done()``; DATA of the streams in ``ack`` is acknowledged, the rest left unread."""
+        async with asyncio.timeout(timeout_s):
+            while not done():
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    self.closed = True
+                    return
+                for event in self.h2.receive_data(chunk):
+                    self.events.append(event)
+                    if isinstance(event, h2.events.DataReceived):
+                        self.data.setdefault(event.stream_id, bytearray()).extend(event.data)
+                        if ack is None or event.stream_id in ack:
+                            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                        else:
+                            self.h2.increment_flow_control_window(event.flow_controlled_length)
+                            self.unacked[event.stream_id] = (
+                                self.unacked.get(event.stream_id, 0) + event.flow_controlled_length
+                            )
+                self.flush()
+
+    def read_on(self, sid: int) -> None:
+        """Read the DATA left unread on ``sid`` at last: its window opens again."""
+        unacked = self.unacked.pop(sid, 0)
+        if unacked:
+            self.h2.increment_flow_control_window(unacked, stream_id=sid)
+            self.flush()
+
+    def ended(self, sid: int) -> bool:
+        return any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in self.events)
+
+    def got(self, kind: type[h2.events.Event], sid: int | None = None) -> list[Any]:
+        return [
+            e for e in self.events if isinstance(e, kind) and sid in (None, getattr(e, "stream_id", None))
+        ]
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+
+def exchange_of(data_dir: Path, stream_id: int, conn_id: str | None = None) -> list[Frame]:
+    """Every frame of the exchange that carried ``stream_id`` (on ``conn_id``)."""
+    all_frames = frames(data_dir)
+    for frame in all_frames:
+        event = frame.event
+        if (
+            isinstance(event, RequestHead)
+            and event.stream_id == stream_id
+            and conn_id in (None, frame.conn_id)
+        ):
+            return [f for f in all_frames if f.exchange_id == frame.exchange_id]
+    raise AssertionError(f"no exchange for stream {stream_id}")
+
+
+async def test_client_rst_stream_cancels_exactly_that_exchange(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with gateway(data_dir, MockLlmConfig(tokens=400, token_delay_ms=10)) as (gw, _):
+        client = await RawH2.connect(gw.port)
+        try:
+            head, body = post_chat("a long answer", max_tokens=400)
+            client.request(1, head, body)
+            await client.until(lambda: bool(client.data.get(1)))
+            client.h2.reset_stream(1, CANCEL)
+            client.request(3, GET_MODELS)
+            await client.until(lambda: client.ended(3))
+            assert json.loads(client.data[3])["data"]
+            assert not client.ended(1)
+        finally:
+            client.close()
+    cancelled = exchange_of(data_dir, 1)
+    assert StreamReset(stream_id=1, error_code=CANCEL) in [f.event for f in cancelled]
+    [ended] = [f.event for f in cancelled if isinstance(f.event, ExchangeEnded)]
+    assert ended.outcome == "client_aborted"
+    [error] = [f.event for f in cancelled if isinstance(f.event, GatewayError)]
+    assert "reset stream 1" in error.message
+    [other] = [f.event for f in exchange_of(data_dir, 3) if isinstance(f.event, ExchangeEnded)]
+    assert (other.outcome, other.status) == ("complete", 200)
+
+
+async def test_a_stream_left_unread_neither_buffers_without_bound_nor_stalls_another(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with gateway(data_dir, MockLlmConfig(tokens=20_000)) as (gw, _):
+        client = await RawH2.connect(gw.port)
+        try:
+            head, body = post_chat("everything", max_tokens=20_000)
+            client.request(1, head, body)
+            await client.until(lambda: len(client.data.get(1, b"")) >= 65_535, ack=set())
+            [conn] = [c for c in gw._connections if isinstance(c, H2ClientConnection)]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while conn.http.buffered(1) <= STREAM_HIGH_WATER:  # the gateway fills its share, then stops
+                assert loop.time() < deadline, "stream 1 never backed up"
+                await asyncio.sleep(0.01)
+            head, body = post_chat("a short one", max_tokens=3)
+            client.request(3, head, body)
+            await client.until(lambda: client.ended(3), ack={3})
+            assert client.data[3].endswith(b"data: [DONE]\n\n")
+            assert conn.http.buffered(1) <= STREAM_HIGH_WATER + 64 * 1024  # at most one upstream read more
+            assert 1 in conn.streams  # still in flight: its upstream is paused, not finished
+            client.read_on(1)
+            await client.until(lambda: client.ended(1), ack={1, 3}, timeout_s=30)
+        finally:
+            client.close()
+    assert client.data[1].endswith(b"data: [DONE]\n\n")
+    [ended] = [f.event for f in exchange_of(data_dir, 1) if isinstance(f.event, ExchangeEnded)]
+    assert (ended.outcome, ended.response_bytes) == ("complete", len(client.data[1]))
+
+
+async def test_graceful_shutdown_finishes_the_stream_in_flight_then_goaway(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with gateway(data_dir, MockLlmConfig(tokens=30, token_delay_ms=10)) as (gw, _):
+        client = await RawH2.connect(gw.port)
+        try:
+            head, body = post_chat("finish me", max_tokens=30)
+            client.request(1, head, body)
+            await client.until(lambda: bool(client.data.get(1)))
+            gw.stop()
+            await client.until(lambda: bool(client.got(h2.events.ConnectionTerminated)))
+        finally:
+            client.close()
+    assert client.ended(1)
+    assert client.data[1].endswith(b"data: [DONE]\n\n")
+    [terminated] = client.got(h2.events.ConnectionTerminated)
+    assert (terminated.error_code, terminated.last_stream_id) == (NO_ERROR, 1)
+    assert GoAway(error_code=NO_ERROR, last_stream_id=1) in [f.event for f in frames(data_dir)]
+
+
+# --- abuse: each flood closes the offender only --------------------------------------------------------
+
+
+def rapid_reset(client: RawH2) -> None:
+    for sid in range(1, 400, 2):
+        client.h2.send_headers(sid, GET_MODELS, end_stream=True)
+        client.h2.reset_stream(sid, CANCEL)
+    client.flush()
+
+
+def continuation_flood(client: RawH2) -> None:
+    flood = bytearray(HeadersFrame(1, data=b"").serialize())  # END_HEADERS never comes
+    for _ in range(500):
+        flood += ContinuationFrame(1, data=b"\x00" * 16).serialize()
+    client.flush(bytes(flood))
+
+
+def oversized_headers(client: RawH2) -> None:
+    client.h2.send_headers(
+        1, [*GET_MODELS, *[(b"x-pad-%d" % i, b"v" * 200) for i in range(100)]], end_stream=True
+    )
+    client.flush()
+
+
+def too_many_streams(client: RawH2) -> None:
+    for sid in range(1, 21, 2):  # held open: no END_STREAM
+        client.h2.send_headers(sid, post_chat("x")[0])
+    client.flush()
+
+
+FLOODS = {
+    "rapid-reset": (rapid_reset, ENHANCE_YOUR_CALM, "h2_rapid_reset"),
+    "continuation-flood": (continuation_flood, PROTOCOL_ERROR, "h2_protocol_error"),
+    "oversized-header-list": (oversized_headers, ENHANCE_YOUR_CALM, "h2_protocol_error"),
+    "too-many-streams": (too_many_streams, PROTOCOL_ERROR, "h2_protocol_error"),
+}
+
+
+@pytest.mark.parametrize("case", list(FLOODS))
+async def test_flood_closes_the_offender_with_goaway_and_others_keep_working(
+    case: str, tmp_path: Path
+) -> None:
+    attack, code, kind = FLOODS[case]
+    data_dir = tmp_path / "data"
+    limits = {
+        "h2_reset_burst": 10,
+        "h2_resets_per_s": 1.0,
+        "h2_max_concurrent_streams": 8,
+        "max_head_bytes": 8192,
+    }
+    async with gateway(data_dir, MockLlmConfig(tokens=5), **limits) as (gw, _):
+        bystander = await RawH2.connect(gw.port)
+        offender = await RawH2.connect(gw.port)
+        try:
+            bystander.request(1, GET_MODELS)
+            await bystander.until(lambda: bystander.ended(1))
+            attack(offender)
+            await offender.until(lambda: offender.closed, timeout_s=15)
+            [terminated] = offender.got(h2.events.ConnectionTerminated)
+            assert terminated.error_code == code
+            # The bystander's connection and new connections are served as before.
+            bystander.request(3, GET_MODELS)
+            await bystander.until(lambda: bystander.ended(3))
+            assert json.loads(bystander.data[3])["data"]
+            async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as fresh:
+                assert (await fresh.get(f"http://127.0.0.1:{gw.port}/v1/models")).status_code == 200
+        finally:
+            bystander.close()
+            offender.close()
+    recorded = frames(data_dir)
+    [error] = [f for f in recorded if isinstance(f.event, GatewayError) and f.event.kind == kind]
+    goaways = [
+        f.event for f in recorded if f.exchange_id == error.exchange_id and isinstance(f.event, GoAway)
+    ]
+    assert [g.error_code for g in goaways] == [code]

@@ -138,12 +138,12 @@ class H2ClientConnection:
             self._behind = False
             await self.ctx.recorder.room()
 
-    def started(self, exchange_id: str, session_id: str) -> ExchangeStarted:
+    def started(self, exchange_id: str, session_id: str, identity: Identity) -> ExchangeStarted:
         tls = self.tls
         return ExchangeStarted(
             exchange_id=exchange_id,
             session_id=session_id,
-            identity=self.identity,
+            identity=identity,
             client_addr=self.client_addr,
             listener=self.ctx.listener,
             protocol="h2",
@@ -257,7 +257,6 @@ class H2ClientConnection:
             return
         stream = StreamExchange(self, head, has_body=has_body)
         self.streams[sid] = stream
-        stream.open()
         stream.task = self._tasks.create_task(self._serve(stream), name=f"h2 {self.conn_id} stream {sid}")
 
     def _cancel(self, stream: StreamExchange) -> None:
@@ -334,7 +333,9 @@ class H2ClientConnection:
                 source=ref.source,
             )
             self.emit(Direction.FROM_CLIENT, started, exchange_id)
-        self.emit(Direction.FROM_CLIENT, self.started(exchange_id, ref.session_id), exchange_id)
+        self.emit(
+            Direction.FROM_CLIENT, self.started(exchange_id, ref.session_id, self.identity), exchange_id
+        )
         self.emit(Direction.FROM_CLIENT, event, exchange_id)
         error = GatewayError(kind=kind, status=0, message=message, client_addr=self.client_addr)
         self.emit(Direction.TO_CLIENT, error, exchange_id)

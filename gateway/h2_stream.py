@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from gateway.forwarding import client_response_head, error_response, first, upstream_request_head
 from gateway.h2_heads import h1_request_head, h2_response_head
@@ -25,6 +26,7 @@ from parsers.events import (
     Event,
     ExchangeEnded,
     GatewayError,
+    Identity,
     MessageEnd,
     ParseFailed,
     RequestHead,
@@ -36,6 +38,8 @@ from parsers.http2 import CANCEL, INTERNAL_ERROR
 
 if TYPE_CHECKING:
     from gateway.h2_connection import H2ClientConnection
+
+_T = TypeVar("_T")
 
 STREAM_HIGH_WATER = 64 * 1024  # response bytes held for a client that does not read this stream
 
@@ -73,6 +77,8 @@ class StreamExchange:
         self.response_started = False
         self.ended = False
         self.running = False  # the task started; before that a cancel never reaches its code
+        self.opened = False  # its start is recorded
+        self.identity: Identity = conn.identity  # the identity layer's verdict for this stream's request
         self.upstream: UpstreamConnection | None = None
         self._window = asyncio.Event()
         self._bad_session = ""
@@ -92,7 +98,9 @@ class StreamExchange:
         if self.ended:
             return
         reset = self.reset_by_client
-        with contextlib.suppress(RecordingFailed):  # the log is down: nothing went on unrecorded either
+        # The log being down changes nothing here: nothing went on unrecorded either.
+        with contextlib.suppress(RecordingFailed):
+            self._open()  # a stream cancelled before its task ran is on record too
             if reset is not None:
                 self._emit(Direction.FROM_CLIENT, reset)
                 self._record_error("client_aborted", 0, f"the client reset stream {self.stream_id}")
@@ -102,33 +110,40 @@ class StreamExchange:
 
     # --- the exchange ----------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Record the start of the exchange at once, so even a stream reset before it ran is on record."""
+    def _open(self) -> None:
+        """Record the start of the exchange (once), under the identity known by then."""
+        if self.opened:
+            return
+        self.opened = True
         conn = self.conn
         head = self.head
         now = time.time_ns()
         try:
             ref = conn.ctx.sessions.resolve(
-                first(head.headers, SESSION_HEADER), conn.identity, conn.client_ip, now
+                first(head.headers, SESSION_HEADER), self.identity, conn.client_ip, now
             )
         except BadSessionHeader as exc:
             self._bad_session = str(exc)
-            ref = conn.ctx.sessions.resolve(None, conn.identity, conn.client_ip, now)
+            ref = conn.ctx.sessions.resolve(None, self.identity, conn.client_ip, now)
         self.session_id = ref.session_id
         conn.ctx.stats.exchanges += 1
-        if ref.is_new:
-            started = SessionStarted(
-                session_id=ref.session_id,
-                identity=conn.identity,
-                client_addr=conn.client_addr,
-                source=ref.source,
-            )
-            self._emit(Direction.FROM_CLIENT, started)
-        self._emit(Direction.FROM_CLIENT, conn.started(self.id, ref.session_id))
-        self._emit(Direction.FROM_CLIENT, head)
+        try:
+            if ref.is_new:
+                started = SessionStarted(
+                    session_id=ref.session_id,
+                    identity=self.identity,
+                    client_addr=conn.client_addr,
+                    source=ref.source,
+                )
+                self._emit(Direction.FROM_CLIENT, started)
+            self._emit(Direction.FROM_CLIENT, conn.started(self.id, ref.session_id, self.identity))
+            self._emit(Direction.FROM_CLIENT, head)
+        except RecordingFailed:
+            pass  # run() checks the recorder first and refuses with 503
 
     async def run(self) -> None:
         self.running = True
+        self._open()
         try:
             self._check(self._bad_session)
             upstream = await self._forward_request()
@@ -170,6 +185,9 @@ class StreamExchange:
             proto=b"https" if conn.tls else b"http",
         )
         self._emit(Direction.TO_UPSTREAM, forwarded)
+        if self.has_body and (first(self.head.headers, b"expect") or b"").lower() == b"100-continue":
+            # The gateway answers Expect itself, as over HTTP/1.1 (RFC 9110 §10.1.1).
+            self._send(ResponseHead(stream_id=self.stream_id, status=100, headers=[], http_version=b"2"))
         if ctx.durability == "strict":
             # Nothing reaches the upstream before it is on disk (the HTTP/1.1 path's rule too).
             body = await self._read_body(None)
@@ -238,9 +256,26 @@ class StreamExchange:
                 return held
 
     async def _relay_response(self, upstream: UpstreamConnection) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.conn.ctx.limits.max_exchange_s
+        while True:
+            try:
+                events = await self._timed(upstream.receive, deadline)
+            except OSError as exc:
+                self._upstream_failed(502, "upstream_aborted", f"upstream connection failed: {exc}")
+            for event in events:
+                if await self._relay(event, upstream):
+                    return
+                if self.response_started and upstream.http.body_framing is not None:
+                    await self._relay_body(upstream, deadline)  # the body comes raw, scanned
+                    return
+            await self._wait_for_window()
+            await self.conn.keep_pace()
+
+    async def _timed(self, read: Callable[[float], Awaitable[_T]], deadline: float) -> _T:
+        """One upstream read within ``upstream_read_timeout_s`` and the exchange's deadline."""
         limits = self.conn.ctx.limits
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + limits.max_exchange_s
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -248,18 +283,35 @@ class StreamExchange:
                 self._upstream_failed(504, "exchange_too_long", message)
             timeout_s = min(limits.upstream_read_timeout_s, remaining)
             try:
-                events = await upstream.receive(timeout_s)
+                return await read(timeout_s)
             except TimeoutError:
                 if timeout_s < limits.upstream_read_timeout_s:
-                    continue
+                    continue  # the exchange deadline, reported at the top of the loop
                 self._upstream_failed(504, "upstream_timeout", f"the upstream sent nothing for {timeout_s} s")
-            except OSError as exc:
-                self._upstream_failed(502, "upstream_aborted", f"upstream connection failed: {exc}")
-            for event in events:
-                if await self._relay(event, upstream):
-                    return
+
+    async def _relay_body(self, upstream: UpstreamConnection, deadline: float) -> None:
+        """A response body the upstream parser hands over raw: each read is one recorded chunk and one
+        DATA frame's worth, within the client's window."""
+        data = b""  # first: what arrived with the head
+        while True:
+            try:
+                body = upstream.http.feed_body(data)
+            except ParseError as exc:
+                self._upstream_failed(502, "upstream_protocol_error", str(exc))
+            if body.data:
+                await self._relay(BodyChunk(data=body.data), upstream)
+            if body.done:
+                await self._relay(MessageEnd(trailers=body.trailers), upstream)
+                return
             await self._wait_for_window()
             await self.conn.keep_pace()
+            try:
+                data = await self._timed(upstream.read, deadline)
+            except OSError as exc:
+                self._upstream_failed(502, "upstream_aborted", f"upstream connection failed: {exc}")
+            if not data:
+                error = upstream.http.feed_body_eof()
+                self._upstream_failed(502, "upstream_aborted", f"the upstream closed mid-response: {error}")
 
     async def _relay(self, event: Event, upstream: UpstreamConnection) -> bool:
         """Pass one upstream event to the client. True once the response is complete."""

@@ -314,7 +314,10 @@ class Gateway:
         out.metric(
             "wardgate_exchanges_total", "counter", "Requests received", sum(s.exchanges for s in stats)
         )
-        busy = sum(1 for conn in self._connections if conn.busy)
+        busy = sum(
+            len(conn.streams) if isinstance(conn, H2ClientConnection) else int(conn.busy)
+            for conn in self._connections
+        )
         out.metric("wardgate_exchanges_in_flight", "gauge", "Exchanges (streams included) in progress", busy)
         out.metric("wardgate_exchanges_ended_total", "counter", "Exchanges ended, by outcome")
         out.labelled("wardgate_exchanges_ended_total", "outcome", _summed(s.outcomes for s in stats))

@@ -13,6 +13,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h11
 import httpx
 import msgspec
 import openai
@@ -31,6 +32,7 @@ from parsers.events import (
     ExchangeStarted,
     GatewayError,
     GoAway,
+    MessageEnd,
     RequestHead,
     StreamReset,
 )
@@ -102,7 +104,9 @@ async def test_concurrent_streams_on_one_connection_each_recorded_and_replayable
     bodies: dict[str, bytes] = {}
     # Strict durability over TLS (bodies held until on disk), batched over h2c: both request paths.
     durability = "strict" if tls else "batched"
-    async with gateway(data_dir, MockLlmConfig(tokens=40), durability=durability, **tls_files) as (gw, _):
+    # Tokens 5 ms apart: each arrives in a read of its own, so the recording has many timed chunks.
+    mock = MockLlmConfig(tokens=10, token_delay_ms=5)
+    async with gateway(data_dir, mock, durability=durability, **tls_files) as (gw, _):
         scheme = "https" if tls else "http"
         client = httpx.AsyncClient(
             base_url=f"{scheme}://localhost:{gw.port}",
@@ -442,3 +446,107 @@ async def test_flood_closes_the_offender_with_goaway_and_others_keep_working(
         f.event for f in recorded if f.exchange_id == error.exchange_id and isinstance(f.event, GoAway)
     ]
     assert [g.error_code for g in goaways] == [code]
+
+
+# --- trailers both ways, against an HTTP/1.1 upstream that uses them ---------------------------------
+
+
+async def test_trailers_cross_both_ways_and_are_recorded(tmp_path: Path) -> None:
+    """h2 request trailers reach the HTTP/1.1 upstream in a chunked body; its response trailers reach the
+    HTTP/2 client as a trailing HEADERS frame. Both are recorded in the exchange's MessageEnd frames."""
+    seen: dict[str, Any] = {}
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(65536))
+                continue
+            if isinstance(event, h11.Request):
+                seen["headers"] = [(bytes(n), bytes(v)) for n, v in event.headers]
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                seen["trailers"] = [(bytes(n), bytes(v)) for n, v in event.headers]
+                break
+        seen["body"] = bytes(body)
+        writer.write(conn.send(h11.Response(status_code=200, headers=[(b"transfer-encoding", b"chunked")])))
+        writer.write(conn.send(h11.Data(data=b"streamed answer")))
+        writer.write(conn.send(h11.EndOfMessage(headers=[(b"X-Usage-Tokens", b"42")])))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    data_dir = tmp_path / "data"
+    try:
+        async with asyncio.timeout(60), running(config(data_dir, port)) as gw:
+            client = await RawH2.connect(gw.port)
+            try:
+                head = [*post_chat("x")[0][:5], (b"te", b"trailers")]  # no content-length: chunked upstream
+                client.h2.send_headers(1, head)
+                client.h2.send_data(1, b'{"model": "m"}')
+                client.h2.send_headers(1, [(b"x-request-digest", b"abc")], end_stream=True)
+                client.flush()
+                await client.until(lambda: client.ended(1))
+            finally:
+                client.close()
+    finally:
+        server.close()
+    assert seen["body"] == b'{"model": "m"}'
+    assert seen["trailers"] == [(b"x-request-digest", b"abc")]
+    names = [name for name, _ in seen["headers"]]
+    assert b"te" not in names  # hop-by-hop in HTTP/1.1
+    assert (b"transfer-encoding", b"chunked") in [(n.lower(), v) for n, v in seen["headers"]]
+    assert bytes(client.data[1]) == b"streamed answer"
+    [trailers] = client.got(h2.events.TrailersReceived, 1)
+    assert trailers.headers == [(b"x-usage-tokens", b"42")]
+    ends = [
+        (f.direction.name, f.event.trailers)
+        for f in exchange_of(data_dir, 1)
+        if isinstance(f.event, MessageEnd)
+    ]
+    assert ends == [
+        ("FROM_CLIENT", [(b"x-request-digest", b"abc")]),
+        ("FROM_UPSTREAM", [(b"X-Usage-Tokens", b"42")]),
+    ]
+
+
+async def test_a_refused_stream_is_answered_alone_and_the_connection_goes_on(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with gateway(data_dir, MockLlmConfig(tokens=5), max_body_bytes=1000) as (gw, _):
+        client = await RawH2.connect(gw.port)
+        try:
+            head, body = post_chat("y" * 2000)
+            client.request(1, head, body)  # over max_body_bytes: 413 on this stream only
+            client.request(3, [*GET_MODELS, (b"x-wardgate-session", b"not a valid id!")])
+            client.request(5, GET_MODELS)
+            await client.until(lambda: all(client.ended(sid) for sid in (1, 3, 5)))
+        finally:
+            client.close()
+    statuses = {e.stream_id: dict(e.headers)[b":status"] for e in client.got(h2.events.ResponseReceived)}
+    assert statuses == {1: b"413", 3: b"400", 5: b"200"}
+    assert json.loads(client.data[1])["error"]["code"] == "body_too_large"
+    assert not client.closed
+    [ended] = [f.event for f in exchange_of(data_dir, 1) if isinstance(f.event, ExchangeEnded)]
+    assert (ended.outcome, ended.status) == ("error", 413)
+
+
+async def test_expect_100_continue_is_answered_by_the_gateway(tmp_path: Path) -> None:
+    async with gateway(tmp_path / "data", MockLlmConfig(tokens=3)) as (gw, _):
+        client = await RawH2.connect(gw.port)
+        try:
+            head, body = post_chat("wait for it", stream=False)
+            client.h2.send_headers(1, [*head, (b"expect", b"100-continue")])
+            client.flush()
+            await client.until(lambda: bool(client.got(h2.events.InformationalResponseReceived, 1)))
+            client.h2.send_data(1, body, end_stream=True)
+            client.flush()
+            await client.until(lambda: client.ended(1))
+        finally:
+            client.close()
+    [informational] = client.got(h2.events.InformationalResponseReceived, 1)
+    assert dict(informational.headers)[b":status"] == b"100"
+    assert json.loads(client.data[1])["choices"]

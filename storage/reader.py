@@ -48,9 +48,12 @@ class SegmentCursor:
     Moves on to the next segment once the writer has started it. No threads: the caller polls.
     """
 
-    def __init__(self, data_dir: Path, start: Position | None = None, *, series: int = 0) -> None:
+    def __init__(
+        self, data_dir: Path, start: Position | None = None, *, series: int = 0, check_chain: bool = True
+    ) -> None:
         self.data_dir = data_dir
         self.series = series
+        self._check_chain = check_chain  # False: trust the stored chain hashes (see ``SegmentScan``)
         self._root = series_root(data_dir, series)
         self._position = start
 
@@ -72,11 +75,14 @@ class SegmentCursor:
             if position is None:
                 break
             segment = position.segment
-            scan = SegmentScan(segment_path(root, segment), segment, position.offset)
+            scan = SegmentScan(
+                segment_path(root, segment), segment, position.offset, check_chain=self._check_chain
+            )
+            append = out.append
             for offset, payload in scan:
-                out.append(StoredFrame(Position(segment, offset), _decode(segment, offset, payload), series))
-                self._position = Position(segment, scan.end)
+                append(StoredFrame(Position(segment, offset), _decode(segment, offset, payload), series))
                 if len(out) == limit:
+                    self._position = Position(segment, scan.end)
                     return out
             self._position = Position(segment, scan.end)
             if not any(n > segment for n in numbers):

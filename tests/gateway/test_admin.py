@@ -60,3 +60,35 @@ def test_histogram_buckets_are_cumulative() -> None:
     assert 'x_seconds_bucket{le="1.0"} 3' in lines
     assert 'x_seconds_bucket{le="+Inf"} 4' in lines
     assert "x_seconds_count 4" in lines
+
+
+def test_worker_scrapes_merge_into_one_exposition() -> None:
+    def scrape(exchanges: int, healthy: int, errors: dict[str, int], fsync_s: float) -> str:
+        out = Exposition()
+        out.metric("wardgate_exchanges_total", "counter", "Requests received", exchanges)
+        out.metric("wardgate_errors_total", "counter", "Errors, by kind")
+        out.labelled("wardgate_errors_total", "kind", errors)
+        out.metric("wardgate_log_healthy", "gauge", "1 while writable", healthy)
+        histogram = Histogram((0.1,))
+        histogram.observe(fsync_s)
+        out.histogram("wardgate_log_fsync_seconds", "fsync", histogram)
+        return out.text()
+
+    merged = Exposition()
+    merged.merged(
+        [scrape(3, 1, {"bad_request": 1}, 0.05), scrape(4, 0, {"timeout": 2}, 0.5)],
+        minimum=frozenset({"wardgate_log_healthy"}),
+    )
+    lines = merged.text().splitlines()
+    assert lines.count("# TYPE wardgate_exchanges_total counter") == 1
+    assert "wardgate_exchanges_total 7" in lines
+    assert "wardgate_log_healthy 0" in lines  # the least healthy worker
+    # A label only one worker has stays inside its family's group.
+    errors = lines.index("# TYPE wardgate_errors_total counter")
+    assert lines[errors + 1 : errors + 3] == [
+        'wardgate_errors_total{kind="bad_request"} 1',
+        'wardgate_errors_total{kind="timeout"} 2',
+    ]
+    assert 'wardgate_log_fsync_seconds_bucket{le="0.1"} 1' in lines
+    assert 'wardgate_log_fsync_seconds_bucket{le="+Inf"} 2' in lines
+    assert "wardgate_log_fsync_seconds_count 2" in lines

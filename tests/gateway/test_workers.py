@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -155,10 +156,10 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], timeout_s: float = 
             await asyncio.sleep(0.05)
 
 
-async def test_a_killed_worker_is_restarted_and_its_torn_tail_recovered(tmp_path: Path) -> None:
+async def test_a_killed_worker_comes_back_recovered_and_sigterm_drains_both(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     async with (
-        MockLlm(MockLlmConfig(tokens=4)) as mock,
+        MockLlm(MockLlmConfig(tokens=30, token_delay_ms=20)) as mock,
         supervised(mock.port, data_dir) as gw,
         httpx.AsyncClient(timeout=20, limits=NO_KEEPALIVE) as http,
     ):
@@ -187,7 +188,29 @@ async def test_a_killed_worker_is_restarted_and_its_torn_tail_recovered(tmp_path
         await wait_for(restarted)
         assert worker_pid(data_dir, 1) != victim
         after = await asyncio.gather(*(chat(http, gw.port, n, stream=n % 2 == 0) for n in range(20)))
-        assert await gw.stop() == 0
+
+        # Then SIGTERM with streams in flight on both workers: each drains its own.
+        streams: list[asyncio.Future[tuple[str, bytes]]] = []
+        since_ns = time.time_ns()
+
+        async def on_both_workers() -> bool:
+            streams.append(asyncio.ensure_future(chat(http, gw.port, len(streams), stream=True)))
+            await asyncio.sleep(0.05)
+            started = {
+                s.series
+                for s in iter_log(data_dir)
+                if isinstance(s.frame.event, ExchangeStarted) and s.frame.ts_ns >= since_ns
+            }
+            return started == {0, 1}
+
+        await wait_for(on_both_workers, timeout_s=10)
+        gw.proc.send_signal(signal.SIGTERM)
+        bodies = await asyncio.gather(*streams)
+        async with asyncio.timeout(30):
+            assert await gw.proc.wait() == 0
+
+    for _, body in bodies:
+        assert body.endswith(b"data: [DONE]\n\n")  # every stream in flight finished
     torn = list((series_root(data_dir, 1) / "recovered").glob("*.torn"))
     assert [p.read_bytes() for p in torn] == [b"\x40\x00\x00\x00\x01\x02"]
     recovered = [
@@ -195,7 +218,8 @@ async def test_a_killed_worker_is_restarted_and_its_torn_tail_recovered(tmp_path
     ]
     assert [(r.kind, r.bytes_cut) for r in recovered] == [("torn_tail", 6)]
     records = await indexed(data_dir)
-    assert all(records[x].outcome == "complete" for x, _ in after)
+    assert all(records[x].outcome == "complete" for x, _ in after + bodies)
+    assert {records[x].series for x, _ in bodies} == {0, 1}
     verify = wardgate("verify", "--data-dir", str(data_dir))
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert b"series 1: OK" in verify.stdout
@@ -208,33 +232,3 @@ def _dead(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
-
-
-async def test_sigterm_drains_streams_on_both_workers(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    async with (
-        MockLlm(MockLlmConfig(tokens=30, token_delay_ms=25)) as mock,
-        supervised(mock.port, data_dir) as gw,
-        httpx.AsyncClient(timeout=20, limits=NO_KEEPALIVE) as http,
-    ):
-        streams: list[asyncio.Future[tuple[str, bytes]]] = []
-
-        async def on_both_workers() -> bool:
-            streams.append(asyncio.ensure_future(chat(http, gw.port, len(streams), stream=True)))
-            await asyncio.sleep(0.05)
-            started = {s.series for s in iter_log(data_dir) if isinstance(s.frame.event, ExchangeStarted)}
-            return started == {0, 1}
-
-        await wait_for(on_both_workers, timeout_s=10)
-        gw.proc.send_signal(signal.SIGTERM)
-        bodies = await asyncio.gather(*streams)
-        async with asyncio.timeout(30):
-            code = await gw.proc.wait()
-    assert code == 0
-    for _, body in bodies:
-        assert body.endswith(b"data: [DONE]\n\n")  # every stream in flight finished
-    records = await indexed(data_dir)
-    assert all(records[x].outcome == "complete" for x, _ in bodies)
-    assert {records[x].series for x, _ in bodies} == {0, 1}
-    verify = wardgate("verify", "--data-dir", str(data_dir))
-    assert verify.returncode == 0, verify.stdout + verify.stderr

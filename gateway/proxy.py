@@ -16,6 +16,7 @@ from typing import NoReturn
 from gateway.config import Durability, LimitsConfig
 from gateway.forwarding import client_response_head, error_response, first, upstream_request_head
 from gateway.ids import new_id
+from gateway.read_watchdog import ReadWatchdog
 from gateway.recorder import Recorder, RecordingFailed
 from gateway.sessions import SESSION_HEADER, BadSessionHeader, SessionTracker
 from gateway.tls import TlsPeer, TlsSession, session_of
@@ -467,6 +468,26 @@ class ClientConnection:
         other framing (HTTP/1.0). A framing error cuts the client: its head is already out.
         """
         raw = self.http.relay_body(framing)
+        limits = self.ctx.limits
+        try:
+            async with asyncio.timeout(None) as timeout:
+                watchdog = ReadWatchdog(timeout, idle_s=limits.upstream_read_timeout_s, deadline=deadline)
+                try:
+                    await self._relay_response_reads(ex, upstream, raw, watchdog)
+                finally:
+                    watchdog.cancel()
+        except TimeoutError:
+            if watchdog.reason == "deadline":
+                message = f"the exchange exceeded max_exchange_s ({limits.max_exchange_s} s)"
+                self._upstream_failed(ex, 504, "exchange_too_long", message)
+            if watchdog.reason == "idle":
+                message = f"the upstream sent nothing for {limits.upstream_read_timeout_s} s"
+                self._upstream_failed(ex, 504, "upstream_timeout", message)
+            raise  # a client write timeout inside, already recorded
+
+    async def _relay_response_reads(
+        self, ex: _Exchange, upstream: UpstreamConnection, raw: bool, watchdog: ReadWatchdog
+    ) -> None:
         data = b""  # first: what arrived with the head
         while True:
             try:
@@ -493,33 +514,17 @@ class ClientConnection:
             await self._drain(ex)
             if self._behind:
                 await self._keep_pace()
-            data = await self._read_upstream(ex, upstream, deadline)
-
-    async def _read_upstream(self, ex: _Exchange, upstream: UpstreamConnection, deadline: float) -> bytes:
-        limits = self.ctx.limits
-        loop = asyncio.get_running_loop()
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                message = f"the exchange exceeded max_exchange_s ({limits.max_exchange_s} s)"
-                self._upstream_failed(ex, 504, "exchange_too_long", message)
-            timeout_s = min(limits.upstream_read_timeout_s, remaining)
+            watchdog.waiting()
             try:
-                data = await upstream.read(timeout_s)
-            except TimeoutError:
-                if timeout_s < limits.upstream_read_timeout_s:
-                    continue  # the exchange deadline, reported at the top of the loop
-                self._upstream_failed(
-                    ex, 504, "upstream_timeout", f"the upstream sent nothing for {timeout_s} s"
-                )
+                data = await upstream.read_body()
             except OSError as exc:
                 self._upstream_failed(ex, 502, "upstream_aborted", f"upstream connection failed: {exc}")
+            watchdog.received()
             if not data:
                 error = upstream.http.feed_body_eof()
                 self._upstream_failed(
                     ex, 502, "upstream_aborted", f"the upstream closed mid-response: {error}"
                 )
-            return data
 
     def _write(self, data: bytes) -> None:
         if data:

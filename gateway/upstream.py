@@ -51,13 +51,12 @@ class UpstreamConnection:
         self.eof = True
         return self.http.feed_eof()
 
-    async def read(self, timeout_s: float) -> bytes:
-        """The next bytes from the upstream as they arrive (a relayed body); ``b""`` when it closed.
+    async def read_body(self) -> bytes:
+        """The next bytes of a relayed body as they arrive; ``b""`` when the upstream closed.
 
-        Raises TimeoutError after ``timeout_s`` of silence.
+        No timeout of its own: the caller keeps one watchdog for all the reads of a body.
         """
-        async with asyncio.timeout(timeout_s):
-            data = await self.reader.read(READ_SIZE)
+        data = await self.reader.read(READ_SIZE)
         if not data:
             self.eof = True
         return data

@@ -67,6 +67,7 @@ class ScriptedUpstream:
                     await asyncio.sleep(PAUSE_S)
                 if b"\r\nconnection: close\r\n" in head.lower():
                     return
+            await reader.read()  # no script left: hold the connection until the peer closes it
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
@@ -211,3 +212,21 @@ async def test_pipelined_requests_after_relayed_bodies(start_gateway: GatewayFac
         response = await raw_exchange(gw.port, post("one") + post("two") + post("three", close=True))
     assert response.count(b"HTTP/1.1 200 OK") == 3
     assert mock.requests == 3
+
+
+async def test_upstream_silent_mid_body_is_cut_at_the_read_timeout(
+    start_gateway: GatewayFactory, data_dir: Path
+) -> None:
+    upstream = ScriptedUpstream([SSE_HEAD, b"5\r\nhello\r\n"])  # then silence, connection open
+    async with (
+        upstream.running(),
+        start_gateway(upstream_port=upstream.port, durability="batched", upstream_read_timeout_s=0.4) as gw,
+    ):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await raw_exchange(gw.port, GET)
+        elapsed = loop.time() - started
+    assert split_response(response)[1] == b"5\r\nhello\r\n"
+    assert elapsed >= 0.4
+    frames = exchange_frames(data_dir)
+    assert [f.event.kind for f in frames if isinstance(f.event, GatewayError)] == ["upstream_timeout"]

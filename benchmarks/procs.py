@@ -217,6 +217,19 @@ class Child:
         """The process's CPU time plus its live descendants' (the gateway's index follower is one)."""
         return cpu_seconds(self.pid) + sum(_quiet_cpu(pid) for pid in descendants(self.pid))
 
+    def indexer_cpu_s(self) -> float:
+        """The CPU time of its ``index-follow`` descendants: indexing, off the connection path."""
+        total = 0.0
+        for pid in descendants(self.pid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"index-follow" not in f.read():
+                        continue
+            except OSError:
+                continue
+            total += _quiet_cpu(pid)
+        return total
+
     def memory_kib(self) -> dict[str, int]:
         return memory_kib(self.pid)
 

@@ -61,6 +61,7 @@ EXCHANGE_METRICS = [
     Metric("latency_p50_ms", "latency p50 ms", _ms, "added"),
     Metric("latency_p99_ms", "latency p99 ms", _ms, "added"),
     Metric("cpu_us_per_exchange", "CPU µs/exchange", _us, "floor"),
+    Metric("relay_cpu_us_per_exchange", "  without indexer", _us, "floor"),
     Metric("loadgen_cpu_pct", "generator CPU", _pct, ""),
     Metric("other_cpu_pct", "other processes CPU", _pct, ""),
 ]
@@ -73,6 +74,7 @@ STREAM_METRICS = [
     Metric("gap_p99_ms", "inter-chunk p99 ms", _ms, "added"),
     Metric("latency_p50_ms", "stream p50 ms", _ms, "added"),
     Metric("cpu_us_per_chunk", "CPU µs/chunk", _us, "floor"),
+    Metric("relay_cpu_us_per_chunk", "  without indexer", _us, "floor"),
     Metric("cpu_us_per_exchange", "CPU µs/stream", _us, "floor"),
     Metric("loadgen_cpu_pct", "generator CPU", _pct, ""),
     Metric("other_cpu_pct", "other processes CPU", _pct, ""),
@@ -120,7 +122,10 @@ def _compare(metric: Metric, med: dict[str, dict[str, float]], subject: str, bas
         return f"{value - ref:+.3f} ms" if ref is not None else ""
     if metric.compare == "floor":
         ref = med.get(floor, {}).get(metric.key)
-        return f"{floor} {value - ref:+.1f}" if ref is not None else ""
+        if ref is None:
+            return ""
+        unit = " µs" if "µs" in metric.label or metric.key.startswith("relay_cpu_us") else ""
+        return f"{floor} {value - ref:+.1f}{unit}".replace(" +", " + ").replace(" -", " - ")
     return ""
 
 

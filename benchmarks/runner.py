@@ -208,6 +208,7 @@ class Run:
             )
         timeout_s = 900.0 if scenario.body_bytes else 120.0 + (scenario.duration_s or 0)
         cpu0 = target.cpu_s()
+        indexer0 = child.indexer_cpu_s() if child is not None else 0.0
         machine0, own0, wall0 = machine_busy_s(), self._own_cpu_s(target), time.monotonic()
         result = self.fleet.loadgen.request(cmd, timeout_s=timeout_s, on_message=on_message)
         cpu1: float | None = None
@@ -227,6 +228,11 @@ class Run:
         row["other_cpu_pct"] = max(0.0, 100 * foreign_s / (time.monotonic() - wall0))
         if cpu0 is not None and cpu1 is not None:
             row.update(_cpu_figures(cpu1 - cpu0, result, scenario))
+            if child is not None:
+                # The same figures without the index follower: what the relay itself costs.
+                indexer_s = max(0.0, child.indexer_cpu_s() - indexer0)
+                relay = _cpu_figures(cpu1 - cpu0 - indexer_s, result, scenario)
+                row.update({f"relay_{k}": v for k, v in relay.items() if k.startswith("cpu_us")})
         if child is not None:
             row.update(_memory_figures(memory, samples, child.memory_kib(), result, scenario))
         return row

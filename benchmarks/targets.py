@@ -24,6 +24,8 @@ TARGETS = (
     Target("CPU per SSE chunk, 256 streams", "sse-c256", "cpu_us_per_chunk", 15, "µs", ""),
     Target("CPU per paced token, 32 streams", "paced-c32", "cpu_us_per_chunk", 5, "µs", "floor"),
     Target("CPU per paced token, 256 streams", "paced-c256", "cpu_us_per_chunk", 5, "µs", "floor"),
+    Target("  the same without the indexer", "paced-c32", "relay_cpu_us_per_chunk", 5, "µs", "floor"),
+    Target("  the same without the indexer", "paced-c256", "relay_cpu_us_per_chunk", 5, "µs", "floor"),
     Target("added latency p50, 1 connection", "chat-c1", "latency_p50_ms", 0.25, "ms", "direct"),
     Target("added TTFT p50, 1 stream", "sse-c1", "ttft_p50_ms", 1.0, "ms", "direct"),
     Target("RSS per idle open stream", "idle", "rss_per_stream_kib", 50, "KiB", ""),

@@ -42,6 +42,7 @@ from storage.signing import SigningKey
 logger = logging.getLogger("wardgate.recorder")
 
 GATEWAY_CONN_ID = ""  # frames about the log itself belong to no connection
+MAX_KNOWN_SECRETS = 4096  # redaction results kept for reuse; forgotten all at once past this
 
 
 class RecordingFailed(Exception):
@@ -84,6 +85,7 @@ class Recorder:
         self._group_commit_s = group_commit_s
         self._max_pending = max_pending
         self._redact_key = redact_key
+        self._known_secrets: dict[bytes, bytes] = {}
         self._key = signing_key
         self._checkpoint_every = checkpoint_every_frames
         self._checkpoint_interval_s = checkpoint_interval_s
@@ -131,7 +133,9 @@ class Recorder:
         event = frame.event
         if isinstance(event, RequestHead | ResponseHead):
             # Secrets never reach the queue, let alone the disk.
-            redacted = redact_headers(event.headers, self._redact_key)
+            if len(self._known_secrets) > MAX_KNOWN_SECRETS:
+                self._known_secrets.clear()
+            redacted = redact_headers(event.headers, self._redact_key, self._known_secrets)
             if redacted is not event.headers:
                 frame = msgspec.structs.replace(frame, event=msgspec.structs.replace(event, headers=redacted))
         self._pending.append(frame)

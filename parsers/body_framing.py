@@ -21,6 +21,9 @@ DEFAULT_MAX_INCOMPLETE_BYTES = 16 * 1024
 # RFC 9112 §7.1: chunk-size = 1*HEXDIG, chunk-ext ignored. As h11: at most 20 digits, the extension is
 # anything but LF after ";", trailing SP/HTAB tolerated, and the line must end in CRLF.
 _CHUNK_HEADER = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\n]*)?[ \t]*")
+# The same line with its CRLF, matched where a read starts: the streamed-token fast path. It cannot run
+# past the first LF, so it ends at the same CRLF ``_CHUNK_HEADER`` is cut at, or does not match.
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\n]*)?[ \t]*\r\n")
 # RFC 9110 §5.1, §5.5 as h11 reads them (h11/_abnf.py): values may hold control characters but no NUL
 # and no whitespace other than inner SP/HTAB runs.
 _FIELD_VCHAR = rb"[^\x00\s]"
@@ -106,10 +109,19 @@ class BodyScanner:
         Raises:
             ParseError: the bytes break the framing (or an earlier feed did); the message says where.
         """
-        pieces: list[bytes] = []
-        pos = 0
         end = len(data)
         state = self._state
+        if state is _State.CHUNK_HEADER and not self._pending:
+            # Fast path: the read is exactly one whole chunk, as a model's streamed token usually is.
+            line = _CHUNK_LINE.match(data)
+            if line is not None:
+                start = line.end()
+                stop = start + int(line[1], 16)
+                if start < stop and stop + 2 == end and data.endswith(b"\r\n"):
+                    self._offset += end
+                    return ScanResult([data[start:stop]], end, False, [])
+        pieces: list[bytes] = []
+        pos = 0
         while pos < end:
             if state is _State.CHUNK_DATA:
                 take = min(self._remaining, end - pos)

@@ -388,6 +388,7 @@ def _raw_headers(headers: h11._headers.Headers) -> Headers:
 
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_BUT_LINE_ENDS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class _HeadGuard:
@@ -404,7 +405,11 @@ class _HeadGuard:
         self.active = True  # until the blank line that ends the head
 
     def feed(self, data: bytes) -> str:
-        """Returns a description of the first problem found, or "" if none (yet)."""
+        """Returns a description of a problem found, or "" if none (yet)."""
+        if not self._line and not self._lines and data[:1] not in (b"\r", b"\n"):
+            end = data.find(b"\r\n\r\n")
+            if end > 0:
+                return self._whole_head(data[: end + 4])
         self._line += data
         start = 0
         while self.active:
@@ -426,6 +431,18 @@ class _HeadGuard:
             if _CONTROL.search(line):
                 return "control character in the request head"
         del self._line[:start]
+        return ""
+
+    def _whole_head(self, head: bytes) -> str:
+        """The usual case, a whole head in one read: the same checks over all of it at once."""
+        self.active = False
+        line_ends = head.count(b"\r\n")
+        if head.count(b"\n") != line_ends:
+            return "bare LF line ending in the request head"
+        if b"\n " in head or b"\n\t" in head:
+            return "obsolete line folding (obs-fold) in the request head"
+        if head.count(b"\r") != line_ends or _CONTROL_BUT_LINE_ENDS.search(head):
+            return "control character in the request head"
         return ""
 
 

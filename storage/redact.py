@@ -26,17 +26,27 @@ _AUTH_HEADERS = frozenset({b"authorization", b"proxy-authorization"})
 KEY_BYTES = 32
 
 
-def redact_value(value: bytes, key: bytes) -> bytes:
-    """``[redacted hmac-sha256:<16 hex>]`` for one secret value."""
+def redact_value(value: bytes, key: bytes, known: dict[bytes, bytes] | None = None) -> bytes:
+    """``[redacted hmac-sha256:<16 hex>]`` for one secret value.
+
+    ``known`` caches results by value: a client sends the same key with every request, and the HMAC
+    costs more than the rest of recording a request head. The caller owns it and bounds its size.
+    """
+    if known is not None and (redacted := known.get(value)) is not None:
+        return redacted
     tag = hmac.new(key, value, hashlib.sha256).hexdigest()[:16].encode("ascii")
-    return b"[redacted hmac-sha256:" + tag + b"]"
+    redacted = b"[redacted hmac-sha256:" + tag + b"]"
+    if known is not None:
+        known[value] = redacted
+    return redacted
 
 
-def redact_headers(headers: Headers, key: bytes) -> Headers:
+def redact_headers(headers: Headers, key: bytes, known: dict[bytes, bytes] | None = None) -> Headers:
     """A copy of ``headers`` with credential values replaced; names, order and other values unchanged.
 
     ``Authorization: Bearer sk-...`` keeps its scheme word: ``Bearer [redacted hmac-sha256:...]``.
     Returns ``headers`` itself when nothing needs redacting, so callers can skip copying the event.
+    ``known``: see ``redact_value``.
     """
     if not any(name.lower() in SECRET_HEADERS for name, _ in headers):
         return headers
@@ -49,9 +59,9 @@ def redact_headers(headers: Headers, key: bytes) -> Headers:
         if lowered in _AUTH_HEADERS:
             scheme, space, credential = value.strip().partition(b" ")
             if space and scheme.lower() in _AUTH_SCHEMES:
-                out.append((name, scheme + b" " + redact_value(credential.strip(), key)))
+                out.append((name, scheme + b" " + redact_value(credential.strip(), key, known)))
                 continue
-        out.append((name, redact_value(value, key)))
+        out.append((name, redact_value(value, key, known)))
     return out
 
 

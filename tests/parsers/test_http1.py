@@ -16,7 +16,7 @@ from parsers.events import (
     RequestHead,
     ResponseHead,
 )
-from parsers.http1 import Http1Connection, Role, end_to_end, render_response
+from parsers.http1 import Http1Connection, Role, _HeadGuard, end_to_end, render_response
 from tests.parsers.playbook import Playbook, eof
 
 REQUEST = (
@@ -252,3 +252,27 @@ def test_head_guard_passes_every_well_formed_request(headers: list[tuple[bytes, 
     raw = writer.send(RequestHead(method=b"GET", target=b"/x", headers=[(b"Host", b"h"), *headers]))
     events = Http1Connection(Role.SERVER).feed(raw)
     assert isinstance(events[0], RequestHead), events
+
+
+_HEAD_PIECES = [
+    b"GET / HTTP/1.1",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"Host: x",
+    b"X-A: a",
+    b" ",
+    b"\t",
+    b"\x1b",
+    b"\x7f",
+    b"\x00",
+]
+
+
+@given(st.lists(st.sampled_from(_HEAD_PIECES), max_size=10).map(b"".join))
+def test_head_guard_whole_head_check_agrees_with_the_line_by_line_one(middle: bytes) -> None:
+    head = b"GET / HTTP/1.1\r\n" + middle + b"\r\n\r\n"
+    whole = _HeadGuard().feed(head)
+    line_by_line = _HeadGuard()
+    problem = next((p for p in (line_by_line.feed(head[i : i + 1]) for i in range(len(head))) if p), "")
+    assert bool(whole) == bool(problem), (head, whole, problem)

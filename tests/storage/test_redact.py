@@ -85,3 +85,14 @@ def test_bad_key_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with pytest.raises(StorageError, match="32 byte key"):
         load_or_create_key(path)
+
+
+def test_known_secrets_give_the_same_tags_as_computing_them() -> None:
+    key = b"k" * KEY_BYTES
+    headers = [(b"Authorization", b"Bearer sk-one"), (b"X-Api-Key", b"two"), (b"Accept", b"*/*")]
+    known: dict[bytes, bytes] = {}
+    first = redact_headers(headers, key, known)
+    assert first == redact_headers(headers, key)
+    assert set(known) == {b"sk-one", b"two"}
+    known[b"two"] = b"[cached]"  # a second head with the same secret takes the tag from the cache
+    assert redact_headers(headers, key, known)[1] == (b"X-Api-Key", b"[cached]")

@@ -290,11 +290,9 @@ class Recorder:
         started = time.monotonic()
         batch, self._pending = self._pending, []
         log = self._log
-        size = 0
-        for frame in batch:
-            payload = encode_frame(frame)
-            size += len(payload)
-            log.append(payload)
+        payloads = [encode_frame(frame) for frame in batch]
+        size = sum(map(len, payloads))
+        log.append_batch(payloads)
         self._written += len(batch)  # handed over: a failure from here on carries them to a new segment
         self._dirty = True
         if not self._room.is_set():

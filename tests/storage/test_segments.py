@@ -314,3 +314,23 @@ def test_decoded_payload_is_a_frame(tmp_path: Path) -> None:
         conn_id="c", seq=0, ts_ns=1, direction=Direction.TO_CLIENT, event=ExchangeEnded(outcome="complete")
     )
     assert decode_frame(encode_frame(ended)) == ended
+
+
+def test_append_batch_writes_what_append_writes(tmp_path: Path) -> None:
+    payloads = [encode_frame(frame(i, size=i * 7)) for i in range(20)]
+    with SegmentLog.open(tmp_path / "one") as one, SegmentLog.open(tmp_path / "batch") as batch:
+        for payload in payloads:
+            one.append(payload)
+        batch.append_batch(payloads[:5])
+        batch.append_batch(payloads[5:])
+        assert (batch.chain, batch.records, batch.unsynced_records) == (one.chain, one.records, 20)
+        one.flush()
+        batch.flush()
+        body = slice(HEADER_BYTES, None)
+        assert (
+            segment_path(tmp_path / "batch", 1).read_bytes()[body]
+            == segment_path(tmp_path / "one", 1).read_bytes()[body]
+        )
+        with pytest.raises(StorageError):
+            batch.append_batch([payloads[0], b"x" * (65 << 20)])
+        assert batch.records == 21  # the one before the oversized payload was kept

@@ -51,6 +51,14 @@ class UpstreamConnection:
         self.eof = True
         return self.http.feed_eof()
 
+    async def read(self, timeout_s: float) -> bytes:
+        """The next bytes of a relayed body; ``b""`` when the upstream closed.
+
+        Raises TimeoutError after ``timeout_s`` of silence.
+        """
+        async with asyncio.timeout(timeout_s):
+            return await self.read_body()
+
     async def read_body(self) -> bytes:
         """The next bytes of a relayed body as they arrive; ``b""`` when the upstream closed.
 

@@ -71,7 +71,14 @@ class RetentionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class AdminConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    listen: str = "127.0.0.1:9900"  # /healthz, /readyz, /metrics; "" turns the admin listener off
+    listen: str = "127.0.0.1:9900"  # health, metrics, the console API and UI; "" turns the listener off
+    # may read everything recorded (every look is recorded too)
+    auditor_groups: list[str] = msgspec.field(default_factory=lambda: ["auditors"])
+    approver_groups: list[str] = msgspec.field(default_factory=lambda: ["approvers"])  # decide held calls
+    metrics_groups: list[str] = msgspec.field(default_factory=lambda: ["metrics"])  # scrape /metrics
+    public_metrics: bool = False  # /metrics without credentials
+    tls_cert: str = ""  # PEM certificate chain: with tls_key, the admin listener speaks TLS
+    tls_key: str = ""
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -172,6 +179,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"limits.{name.name}: must be positive, got {value}")
     if config.admin.listen:
         split_host_port(config.admin.listen, field="admin.listen")
+    if bool(config.admin.tls_cert) != bool(config.admin.tls_key):
+        raise ConfigError("admin.tls_cert: tls_cert and tls_key go together (one is missing)")
     if config.storage.max_segment_bytes < 4096:
         raise ConfigError("storage.max_segment_bytes: must be at least 4096")
     if config.storage.group_commit_ms <= 0:

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from gateway.admin import AdminServer, Readiness
 from gateway.config import Config, ConfigError, parse_upstream, split_host_port
+from gateway.console import AdminListener, Credentials
 from gateway.dispatch import AnyConnection, accept
 from gateway.h2_connection import H2ClientConnection
 from gateway.ids import new_id
@@ -76,9 +77,11 @@ class Gateway:
         *,
         on_ready: Callable[[Gateway], None] = lambda gw: None,
         worker: WorkerRole | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.config = config
         self.worker = worker
+        self.credentials = credentials
         self._on_ready = on_ready
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -227,17 +230,34 @@ class Gateway:
                 )
                 tasks.create_task(loop, name="retention")
             servers = [await self._listen(i, recorder, sessions) for i in range(len(cfg.listeners))]
-            if cfg.admin.listen:
+            admin: AdminListener | None = None
+            if cfg.admin.listen and self.worker is not None:
+                # A worker's own listener only answers its supervisor's scrapes (the supervisor serves
+                # health and metrics; the console needs the single-process gateway for now).
                 host, port = split_host_port(cfg.admin.listen, field="admin.listen")
-                admin = AdminServer(self.readiness, self.metrics)
-                servers.append(await asyncio.start_server(admin.handle, host, port))
+                scrapes = AdminServer(self.readiness, self.metrics)
+                servers.append(await asyncio.start_server(scrapes.handle, host, port))
                 sock = servers[-1].sockets[0].getsockname()
                 self.admin_address = (str(sock[0]), int(sock[1]))
+            elif cfg.admin.listen:
+                admin = await AdminListener.open(
+                    cfg.admin,
+                    data_dir=cfg.data_dir,
+                    recorder=recorder,
+                    credentials=self.credentials,
+                    readiness=self.readiness,
+                    metrics=self.metrics,
+                    version=VERSION,
+                )
+                admin.start(tasks)
+                self.admin_address = admin.address
             self.ready.set()
             self._on_ready(self)
             await self._stop.wait()
             for server in servers:
                 server.close()
+            if admin is not None:
+                await admin.close()  # before the recorder: it records who looked
             await self._close_connections()
             for ctx in self.contexts:
                 ctx.pool.close()
@@ -419,9 +439,9 @@ class Gateway:
 
 
 @asynccontextmanager
-async def running(config: Config) -> AsyncIterator[Gateway]:
+async def running(config: Config, *, credentials: Credentials | None = None) -> AsyncIterator[Gateway]:
     """Run a gateway in this event loop for the duration of the block (tests, bench, demo)."""
-    gateway = Gateway(config)
+    gateway = Gateway(config, credentials=credentials)
     async with asyncio.TaskGroup() as tasks:
         task = tasks.create_task(gateway.run(), name="gateway")
         ready = asyncio.ensure_future(gateway.ready.wait())

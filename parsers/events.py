@@ -205,6 +205,22 @@ class GoAway(Event, frozen=True, kw_only=True):
     debug: bytes = b""
 
 
+# --- Records of the admin listener (no connection of the data plane: conn_id "", exchange_id "") ------
+
+
+class ConsoleAccess(Event, frozen=True, kw_only=True):
+    """An auditor used the admin API (the audit of the auditors): who looked at or decided what, when.
+
+    Recorded before the answer is sent, so nothing is ever shown that the log does not know was shown.
+    """
+
+    action: str  # list_sessions | view_session | search | view_exchange | replay | export | tail | verify
+    identity: Identity
+    target: str = ""  # the session or exchange id looked at, "" for a search or a listing
+    query: str = ""  # the filters as JSON, exactly as the API took them
+    client_addr: str = ""
+
+
 RecordedEvent = (
     RequestHead
     | ResponseHead
@@ -224,6 +240,7 @@ RecordedEvent = (
     | GatewayStarted
     | StreamReset
     | GoAway
+    | ConsoleAccess
 )
 
 __all__ = [
@@ -231,6 +248,7 @@ __all__ = [
     "BodyChunk",
     "Checkpoint",
     "ConnectionClosed",
+    "ConsoleAccess",
     "Direction",
     "Event",
     "ExchangeEnded",

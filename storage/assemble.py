@@ -17,6 +17,7 @@ from parsers.events import (
     BodyChunk,
     Checkpoint,
     ConnectionClosed,
+    ConsoleAccess,
     Direction,
     ExchangeEnded,
     ExchangeStarted,
@@ -161,6 +162,7 @@ class _Open:
                 | GatewayStarted()
                 | StreamReset()
                 | GoAway()
+                | ConsoleAccess()
             ):
                 return
             case MessageEnd() | ConnectionClosed() | ParseFailed() | SseMessage() | SseComment():

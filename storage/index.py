@@ -52,6 +52,8 @@ _SELECT_SESSION = (
     "SELECT s.id, s.subject, s.email, s.client_addr, s.first_ns, s.last_ns, s.exchanges, s.errors, s.models"
     " FROM sessions AS s"
 )
+# The identity column is JSON; its groups are an array (absent when empty).
+_IN_GROUP = "EXISTS (SELECT 1 FROM json_each({x}.identity, '$.groups') AS g WHERE g.value = ?)"
 
 
 def index_path(data_dir: Path) -> Path:
@@ -339,10 +341,17 @@ class SqliteIndex:
                 return []
             where.append("x.id IN (SELECT rowid FROM exchanges_fts WHERE exchanges_fts MATCH ?)")
             params.append(match)
+        if q.group:
+            where.append(_IN_GROUP.format(x="x"))
+            params.append(q.group)
+        if q.before is not None:
+            where.append("(x.started_ns < ? OR (x.started_ns = ? AND x.exchange_id < ?))")
+            params += [q.before[0], q.before[0], q.before[1]]
         sql = _schema.SELECT_EXCHANGE
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY x.started_ns DESC, x.id DESC LIMIT ?"
+        # exchange_id breaks ties, so a keyset page (``before``) continues exactly where the last ended.
+        sql += " ORDER BY x.started_ns DESC, x.exchange_id DESC LIMIT ?"
         params.append(q.limit)
         return [_schema.record_of(row) for row in await self._db.execute_fetchall(sql, params)]
 
@@ -368,6 +377,25 @@ class SqliteIndex:
         if q.status is not None:
             where.append("EXISTS (SELECT 1 FROM exchanges AS x WHERE x.session_id = s.id AND x.status = ?)")
             params.append(q.status)
+        if q.group:
+            where.append(
+                "EXISTS (SELECT 1 FROM exchanges AS x WHERE x.session_id = s.id AND "
+                + _IN_GROUP.format(x="x")
+                + ")"
+            )
+            params.append(q.group)
+        if q.text:
+            match = fts_phrases(q.text)
+            if not match:
+                return []
+            where.append(
+                "s.id IN (SELECT x.session_id FROM exchanges AS x WHERE x.id IN"
+                " (SELECT rowid FROM exchanges_fts WHERE exchanges_fts MATCH ?))"
+            )
+            params.append(match)
+        if q.before is not None:
+            where.append("(s.last_ns < ? OR (s.last_ns = ? AND s.id < ?))")
+            params += [q.before[0], q.before[0], q.before[1]]
         sql = _SELECT_SESSION
         if where:
             sql += " WHERE " + " AND ".join(where)

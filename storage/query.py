@@ -27,6 +27,8 @@ class ExchangeQuery(msgspec.Struct, frozen=True, kw_only=True):
     until_ns: int | None = None  # started before
     text: str = ""  # full text over prompt and response: every word must occur (no query syntax)
     limit: int = DEFAULT_LIMIT
+    group: str = ""  # the caller's identity was in this group (exact)
+    before: tuple[int, str] | None = None  # keyset page: only rows after (started_ns, exchange_id)
 
 
 class SessionQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +40,9 @@ class SessionQuery(msgspec.Struct, frozen=True, kw_only=True):
     model: str = ""
     status: int | None = None
     limit: int = DEFAULT_LIMIT
+    group: str = ""  # any exchange's caller was in this group
+    text: str = ""  # any exchange matches the full text (as ``ExchangeQuery.text``)
+    before: tuple[int, str] | None = None  # keyset page: only rows after (last_ns, id)
 
 
 class SessionRow(msgspec.Struct, kw_only=True):

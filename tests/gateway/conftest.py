@@ -41,13 +41,14 @@ def start_gateway(tmp_path: Path, mock: MockLlm) -> GatewayFactory:
         durability: str = "strict",
         admin_listen: str = "",
         data_dir: Path | None = None,
+        public_metrics: bool = False,
         **limits: float,
     ) -> AsyncIterator[Gateway]:
         config = make_config(data_dir or tmp_path / "data", upstream_port or mock.port, **limits)
         config = msgspec.structs.replace(
             config,
             storage=msgspec.structs.replace(config.storage, durability=durability),
-            admin=AdminConfig(listen=admin_listen),
+            admin=AdminConfig(listen=admin_listen, public_metrics=public_metrics),
         )
         async with asyncio.timeout(60), running(config) as gw:
             yield gw

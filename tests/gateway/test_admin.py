@@ -9,8 +9,20 @@ from gateway.metrics import Exposition, Histogram
 from tests.gateway.conftest import GatewayFactory
 
 
-async def test_health_ready_and_metrics(start_gateway: GatewayFactory) -> None:
+async def test_metrics_need_credentials_by_default(start_gateway: GatewayFactory) -> None:
     async with start_gateway(admin_listen="127.0.0.1:0") as gw, httpx.AsyncClient(timeout=10) as http:
+        assert gw.admin_address is not None
+        admin = f"http://127.0.0.1:{gw.admin_address[1]}"
+        metrics = await http.get(f"{admin}/metrics")
+        health = await http.get(f"{admin}/healthz")
+    assert metrics.status_code == 401
+    assert metrics.json()["error"] == "unauthorized"
+    assert health.status_code == 200
+
+
+async def test_health_ready_and_metrics(start_gateway: GatewayFactory) -> None:
+    public = {"admin_listen": "127.0.0.1:0", "public_metrics": True}
+    async with start_gateway(**public) as gw, httpx.AsyncClient(timeout=10) as http:
         assert gw.admin_address is not None
         admin = f"http://127.0.0.1:{gw.admin_address[1]}"
         for _ in range(3):

@@ -9,6 +9,7 @@ from parsers.events import (
     BodyChunk,
     Checkpoint,
     ConnectionClosed,
+    ConsoleAccess,
     Direction,
     ExchangeEnded,
     ExchangeStarted,
@@ -128,6 +129,7 @@ events: st.SearchStrategy[RecordedEvent] = st.one_of(
     st.builds(GatewayStarted, boot_id=texts, pid=small, version=texts),
     st.builds(StreamReset, stream_id=small, error_code=small),
     st.builds(GoAway, error_code=small, last_stream_id=small, debug=st.binary(max_size=20)),
+    st.builds(ConsoleAccess, action=texts, identity=identities, target=texts, query=texts, client_addr=texts),
 )
 
 frames = st.builds(
@@ -147,4 +149,4 @@ def test_decode_of_encode_is_identity(frame: Frame) -> None:
 
 
 def test_every_event_type_is_covered() -> None:
-    assert len(RecordedEvent.__args__) == 18  # a new event type needs a strategy above
+    assert len(RecordedEvent.__args__) == 19  # a new event type needs a strategy above

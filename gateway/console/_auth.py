@@ -1,0 +1,125 @@
+"""Who may use the admin listener: the gateway's own credentials (OIDC tokens, service keys), then roles.
+
+Authentication is delegated to a ``Credentials`` object (the same one the data plane uses); this module
+only maps the verified identity's groups to the console's roles. It answers nothing itself: a refusal is
+an ``HTTPException`` the app turns into a JSON problem.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from gateway.identity.apikeys import ApiKey, verify_api_key
+from parsers.events import Headers, Identity
+
+_MAX_AUTHORIZATION_BYTES = 16 * 1024
+
+
+class Role(enum.Enum):
+    AUDITOR = "auditor"  # read everything recorded
+    APPROVER = "approver"  # decide held tool calls
+    METRICS = "metrics"  # scrape /metrics
+
+
+class Unauthenticated(Exception):
+    """No acceptable credential. ``status`` is 401, or 503 when the issuer's keys cannot be loaded."""
+
+    def __init__(self, reason: str, *, status: int = 401) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class Credentials(Protocol):
+    async def authenticate(self, headers: Headers, tls_peer_subject: str = "") -> Identity:
+        """The caller's identity.
+
+        Raises:
+            Unauthenticated: missing, malformed or refused credentials.
+        """
+        ...
+
+
+class ApiKeyCredentials:
+    """Service API keys only (``Authorization: Bearer wg_...``)."""
+
+    def __init__(self, api_keys: Sequence[ApiKey]) -> None:
+        self.api_keys = tuple(api_keys)
+
+    async def authenticate(self, headers: Headers, tls_peer_subject: str = "") -> Identity:
+        values = [value for name, value in headers if name.lower() == b"authorization"]
+        if len(values) != 1:
+            raise Unauthenticated("send exactly one Authorization: Bearer <token>")
+        if len(values[0]) > _MAX_AUTHORIZATION_BYTES:
+            raise Unauthenticated("token too large")
+        scheme, _, token = values[0].strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip().isascii():
+            raise Unauthenticated("expected Authorization: Bearer <token>")
+        identity = verify_api_key(token.strip().decode("ascii"), self.api_keys)
+        if identity is None:
+            raise Unauthenticated("unknown API key")
+        return identity
+
+
+@dataclass(frozen=True)
+class Access:
+    """The roles each group grants. Without ``credentials`` every protected endpoint answers 401."""
+
+    credentials: Credentials | None
+    auditor_groups: frozenset[str]
+    approver_groups: frozenset[str]
+    metrics_groups: frozenset[str]
+
+    @classmethod
+    def of(
+        cls,
+        credentials: Credentials | None,
+        *,
+        auditors: Iterable[str],
+        approvers: Iterable[str],
+        metrics: Iterable[str],
+    ) -> Access:
+        return cls(credentials, frozenset(auditors), frozenset(approvers), frozenset(metrics))
+
+    def roles(self, identity: Identity) -> list[Role]:
+        groups = set(identity.groups)
+        granted = [
+            (Role.AUDITOR, self.auditor_groups),
+            (Role.APPROVER, self.approver_groups),
+            (Role.METRICS, self.metrics_groups | self.auditor_groups),
+        ]
+        return [role for role, allowed in granted if groups & allowed]
+
+    async def identify(self, request: Request) -> Identity:
+        """The verified caller, whatever its roles.
+
+        Raises:
+            HTTPException: 401 (or 503 when the identity provider is unreachable).
+        """
+        if self.credentials is None:
+            raise HTTPException(401, "no authentication is configured for the admin listener (see [auth])")
+        try:
+            return await self.credentials.authenticate(request.headers.raw)
+        except Unauthenticated as exc:
+            headers = {"WWW-Authenticate": 'Bearer realm="wardgate-admin"'} if exc.status == 401 else None
+            raise HTTPException(exc.status, exc.reason, headers=headers) from None
+
+    async def require(self, request: Request, role: Role) -> Identity:
+        """The verified caller, if one of its groups grants ``role``.
+
+        Raises:
+            HTTPException: 401 without acceptable credentials, 403 without the role.
+        """
+        identity = await self.identify(request)
+        if role not in self.roles(identity):
+            raise HTTPException(403, f"{identity.subject!r} is not in a group with the {role.value} role")
+        return identity
+
+
+__all__ = ["Access", "ApiKeyCredentials", "Credentials", "Role", "Unauthenticated"]

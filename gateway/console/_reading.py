@@ -1,0 +1,123 @@
+"""The console's read side: the SQLite index (its own read-only connection) and the segment files.
+
+Index reads go through aiosqlite's one thread. Segment reads (an exchange's frames, the live tail, a full
+verification) are plain file reads of unbounded size, so they run in a worker thread: the gateway's event
+loop also carries the data plane and must never wait on a console read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from gateway.inspect import exchange_frames
+from gateway.render import ReplayedExchange, replayed
+from storage.assemble import ExchangeAssembler, ExchangeRecord
+from storage.codec import Frame
+from storage.errors import StorageError
+from storage.index import SqliteIndex, index_path
+from storage.query import ExchangeQuery, SessionQuery, SessionRow
+from storage.reader import SegmentCursor, StoredFrame, recent_start
+from storage.signing import read_public_key
+from storage.verify import VerifyReport, verify
+
+TAIL_POLL_S = 0.25
+_TAIL_BATCH = 4096
+
+
+class LogReader:
+    """Reads what the gateway recorded; owns one read-only index connection."""
+
+    def __init__(self, data_dir: Path, index: SqliteIndex) -> None:
+        self.data_dir = data_dir
+        self._index = index
+
+    @classmethod
+    async def open(cls, data_dir: Path) -> LogReader:
+        """Raises:
+        StorageError: no index (the gateway creates it before the admin listener starts).
+        """
+        return cls(data_dir, await SqliteIndex.open(index_path(data_dir), readonly=True))
+
+    async def close(self) -> None:
+        await self._index.close()
+
+    async def sessions(self, query: SessionQuery) -> list[SessionRow]:
+        return await self._index.sessions(query)
+
+    async def session(self, session_id: str) -> tuple[SessionRow, list[ExchangeRecord]] | None:
+        records = await self._index.session_exchanges(session_id)
+        if not records:
+            return None
+        first = records[0]
+        row = SessionRow(
+            id=session_id,
+            subject=first.subject,
+            email=first.identity.email,
+            client_addr=first.client_addr,
+            first_ns=first.started_ns,
+            last_ns=max(r.started_ns + r.duration_ns for r in records),
+            exchanges=len(records),
+            errors=sum(r.outcome != "complete" or r.status >= 400 or bool(r.error) for r in records),
+            models=sorted({r.model for r in records if r.model}),
+        )
+        return row, records
+
+    async def exchanges(self, query: ExchangeQuery) -> list[ExchangeRecord]:
+        return await self._index.exchanges(query)
+
+    async def exchange(self, exchange_id: str) -> ExchangeRecord | None:
+        return await self._index.exchange(exchange_id)
+
+    async def frames(self, record: ExchangeRecord) -> list[Frame]:
+        """The exchange's frames, read in a worker thread (see the module docstring)."""
+        return await asyncio.to_thread(exchange_frames, self.data_dir, record)
+
+    async def conversation(self, records: list[ExchangeRecord]) -> list[ReplayedExchange]:
+        """Each record with its prompt messages re-read from the log (one worker thread call)."""
+
+        def read() -> list[ReplayedExchange]:
+            return [replayed(record, exchange_frames(self.data_dir, record)) for record in records]
+
+        return await asyncio.to_thread(read)
+
+    async def verify(self) -> tuple[int, VerifyReport]:
+        """A full ``verify`` with the data dir's own key, in a worker thread; with when it started."""
+        started = time.time_ns()
+        key = await asyncio.to_thread(read_public_key, self.data_dir)
+        return started, await asyncio.to_thread(verify, self.data_dir, public_key=key)
+
+    async def tail(self, stop: asyncio.Event) -> AsyncIterator[ExchangeRecord]:
+        """Each exchange that ends from now on, as it ends, until ``stop`` is set.
+
+        Reading starts at the last segment's beginning so that exchanges already running are assembled
+        whole; what ended before now is skipped.
+        """
+        start = await asyncio.to_thread(recent_start, self.data_dir, segments=1)
+        cursor = SegmentCursor(self.data_dir, start)
+        assembler = ExchangeAssembler()
+        for stored in await asyncio.to_thread(_drain, cursor):
+            assembler.feed(stored)
+        while not stop.is_set():
+            batch = await asyncio.to_thread(cursor.read_new, _TAIL_BATCH)
+            for stored in batch:
+                for record in assembler.feed(stored):
+                    yield record
+            if len(batch) < _TAIL_BATCH:
+                try:
+                    async with asyncio.timeout(TAIL_POLL_S):
+                        await stop.wait()
+                except TimeoutError:
+                    pass
+
+
+def _drain(cursor: SegmentCursor) -> list[StoredFrame]:
+    frames: list[StoredFrame] = []
+    while batch := cursor.read_new(_TAIL_BATCH):
+        frames += batch
+    return frames
+
+
+__all__ = ["TAIL_POLL_S", "LogReader", "StorageError"]

@@ -22,7 +22,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q tests/test_layers.py
 
-test: lint
+# The console's browser tests drive Debian's Chromium (browser downloads are not possible here).
+BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+$(BROWSER):
+	@echo "make: installing Debian's chromium and chromium-driver for the console's browser tests"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+
+test: lint | $(BROWSER)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 format: $(STAMP)

@@ -313,7 +313,7 @@ async function replayPage(exchangeId) {
 
   function render() {
     progress.style.width = ((100 * Math.min(position, total)) / total).toFixed(3) + "%";
-    clock.textContent = fmtMs(position) + " / " + fmtMs(total) + " · chunk " + next + "/" + steps.length;
+    clock.textContent = fmtMs(Math.min(position, total)) + " / " + fmtMs(total) + " · chunk " + next + "/" + steps.length;
   }
   function seek(to) {
     position = Math.max(0, Math.min(to, total));

@@ -1,0 +1,186 @@
+"""The console in a real browser: Debian's headless Chromium driven by Selenium (few, fast tests).
+
+The gateway runs in this test's event loop, so every Selenium call (blocking) runs in a worker thread.
+With WARDGATE_SCREENSHOTS=DIR set, the session page and the replay player are saved there as PNGs
+(that is how the README's pictures are made).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import pytest_asyncio
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from gateway.mock_llm import MockLlm, MockLlmConfig
+from tests.gateway.console.conftest import AUDITOR_KEY, Console
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+]
+WAIT_S = 15
+XSS = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
+ANSWER = " ".join(f"tok{i}" for i in range(12))
+T = TypeVar("T")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def mock_llm() -> AsyncIterator[MockLlm]:
+    """Tokens 60 ms apart, so that the replay has a pace to keep."""
+    async with MockLlm(MockLlmConfig(tokens=12, token_delay_ms=60)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (`make test` installs them)")
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    with tempfile.TemporaryDirectory(prefix="wardgate-chromium-") as profile:
+        for flag in [*FLAGS, f"--user-data-dir={profile}"]:
+            options.add_argument(flag)
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+async def in_thread(step: Callable[[], T]) -> T:
+    """Selenium blocks; the gateway it talks to runs on this loop."""
+    return await asyncio.wait_for(asyncio.to_thread(step), timeout=60)
+
+
+def wait_for(driver: WebDriver, css: str) -> WebElement:
+    locator = (By.CSS_SELECTOR, css)
+    element: WebElement = WebDriverWait(driver, WAIT_S).until(
+        expected_conditions.visibility_of_element_located(locator)
+    )
+    return element
+
+
+def screenshot(driver: WebDriver, name: str) -> None:
+    folder = os.environ.get("WARDGATE_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(folder) / name))
+
+
+def log_in(driver: WebDriver, base: str) -> None:
+    driver.get(base + "/")
+    wait_for(driver, "#token").send_keys(AUDITOR_KEY)
+    driver.find_element(By.ID, "login").click()
+    wait_for(driver, "#filters")
+    assert "alice-auditor" in driver.find_element(By.ID, "whoami").text
+
+
+def find_and_open(driver: WebDriver, word: str, session: str) -> None:
+    box = driver.find_element(By.ID, "q-text")
+    box.clear()
+    box.send_keys(word)
+    driver.find_element(By.ID, "search").click()
+    wait_for(driver, f'a.session-link[href="#/session/{session}"]').click()
+    wait_for(driver, "#session-id")
+
+
+def replay_snapshots(driver: WebDriver) -> list[str]:
+    """Press play at normal speed and note the screen's text each time it changes, until it stops."""
+    wait_for(driver, "#play").click()
+    seen = [""]
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        text = driver.find_element(By.ID, "replay-text").get_attribute("textContent") or ""
+        if text != seen[-1]:
+            seen.append(text)
+            if len(seen) == 8:
+                screenshot(driver, "console-replay.png")  # mid-play: part of the answer, the timeline
+        if text == ANSWER and "Play" in driver.find_element(By.ID, "play").text:
+            break
+        time.sleep(0.01)
+    return seen
+
+
+async def test_log_in_find_open_and_replay(console: Console, browser: WebDriver) -> None:
+    exchange = await console.chat(
+        "s-browser", "needle: explain [MASKED:openai_api_key] rotation", stream=True
+    )
+    await console.indexed(exchange)
+    base = str(console.admin.base_url).rstrip("/")
+    await in_thread(lambda: log_in(browser, base))
+    await in_thread(lambda: find_and_open(browser, "needle", "s-browser"))
+
+    def session_card() -> tuple[str, list[str]]:
+        card = wait_for(browser, f"#x-{exchange}")
+        return card.text, [m.text for m in card.find_elements(By.CSS_SELECTOR, ".masked")]
+
+    text, masked = await in_thread(session_card)
+    assert "explain [MASKED:openai_api_key] rotation" in text
+    assert ANSWER in text
+    assert "via none" in text  # the identity line (anonymous callers on this data plane)
+    assert masked == ["[MASKED:openai_api_key]"]
+    await in_thread(lambda: screenshot(browser, "console-session.png"))
+
+    def open_replay() -> int:
+        browser.find_element(By.CSS_SELECTOR, f"#x-{exchange} .replay-link").click()
+        wait_for(browser, "#timeline")
+        return len(browser.find_elements(By.CSS_SELECTOR, ".tick"))
+
+    assert await in_thread(open_replay) == 12  # one tick per chunk that grew the answer
+    snapshots = await in_thread(lambda: replay_snapshots(browser))
+    assert snapshots[-1] == ANSWER
+    # Streamed in order: every snapshot extends the one before, and the text arrived in several steps.
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(snapshots))
+    assert len(snapshots) >= 5
+    # Every look was recorded with the auditor's identity.
+    actions = [(a.action, a.target) for a in console.audit_frames()]
+    assert ("view_session", "s-browser") in actions
+    assert ("replay", exchange) in actions
+
+
+async def test_a_prompt_with_script_renders_as_text(console: Console, browser: WebDriver) -> None:
+    exchange = await console.chat("s-xss", "hostile " + XSS)
+    await console.indexed(exchange)
+    base = str(console.admin.base_url).rstrip("/")
+
+    def open_it() -> tuple[str, str, int, int]:
+        browser.get(base + "/#/sessions")
+        wait_for(browser, "#filters")
+        find_and_open(browser, "hostile", "s-xss")
+        card = wait_for(browser, f"#x-{exchange}")
+        scripts = len(browser.find_elements(By.CSS_SELECTOR, "#view script"))
+        images = len(browser.find_elements(By.CSS_SELECTOR, "#view img"))
+        return card.text, browser.title, scripts, images
+
+    text, title, scripts, images = await in_thread(open_it)
+    assert "hostile " + XSS in text  # shown literally, as text
+    assert title == "wardgate console"
+    assert (scripts, images) == (0, 0)

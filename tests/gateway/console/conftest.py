@@ -76,7 +76,8 @@ class Console:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def mock_llm() -> AsyncIterator[MockLlm]:
-    async with MockLlm(MockLlmConfig(tokens=12)) as server:
+    """Streamed tokens 20 ms apart, so that they arrive (and are recorded) as chunks of their own."""
+    async with MockLlm(MockLlmConfig(tokens=12, token_delay_ms=20)) as server:
         yield server
 
 

@@ -243,7 +243,7 @@ async def test_details_replay_and_export(console: Console) -> None:
     assert json.loads(detail["request"]["body_text"])["stream"] is True
     assert detail["response"]["status"] == 200
     times = [chunk["t_ns"] for chunk in detail["chunks"]]
-    assert len(times) >= 12
+    assert len(times) >= 3  # one recorded chunk per read: tokens 20 ms apart are (mostly) reads of their own
     assert times == sorted(times)
     assert "".join(chunk["text"] for chunk in detail["chunks"]) == detail["response"]["body_text"]
     types = [event["type"] for event in detail["events"]]
@@ -253,7 +253,7 @@ async def test_details_replay_and_export(console: Console) -> None:
 
     replay = (await console.get(f"/api/exchanges/{streamed}/replay")).json()
     assert "".join(step["text"] for step in replay["steps"]) == detail["exchange"]["response_text"]
-    assert len(replay["steps"]) == 12
+    assert 3 <= len(replay["steps"]) <= len(times)
     steps = [step["t_ns"] for step in replay["steps"]]
     assert steps == sorted(steps)
     assert replay["stream"] is True

@@ -33,7 +33,7 @@ from gateway.console._params import (
     given,
     session_query,
 )
-from gateway.console._reading import LogReader
+from gateway.console._reading import LogReader, LogTail
 from gateway.render import replayed
 from storage.assemble import ExchangeRecord
 
@@ -150,20 +150,21 @@ class ConsoleApi:
     async def tail(self, request: Request) -> Response:
         identity = await self.access.require(request, Role.AUDITOR)
         await self.audit.record(request, identity, "tail")
+        tail = await self.reader.tail()  # positioned before answering: nothing that ends later is missed
         return StreamingResponse(
-            self._tail_events(),
+            self._tail_events(tail),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    async def _tail_events(self) -> AsyncIterator[bytes]:
+    async def _tail_events(self, tail: LogTail) -> AsyncIterator[bytes]:
         """SSE: an ``exchange`` event per finished exchange, a comment as keep-alive when quiet."""
         yield b": tailing the session log\n\n"
         queue: asyncio.Queue[ExchangeRecord | None] = asyncio.Queue(maxsize=1024)
 
         async def pump() -> None:
             try:
-                async for record in self.reader.tail(self.stopping):
+                async for record in tail.follow(self.stopping):
                     await queue.put(record)
             finally:
                 await queue.put(None)

@@ -16,7 +16,6 @@ from gateway.inspect import exchange_frames
 from gateway.render import ReplayedExchange, replayed
 from storage.assemble import ExchangeAssembler, ExchangeRecord
 from storage.codec import Frame
-from storage.errors import StorageError
 from storage.index import SqliteIndex, index_path
 from storage.query import ExchangeQuery, SessionQuery, SessionRow
 from storage.reader import SegmentCursor, StoredFrame, recent_start
@@ -89,21 +88,32 @@ class LogReader:
         key = await asyncio.to_thread(read_public_key, self.data_dir)
         return started, await asyncio.to_thread(verify, self.data_dir, public_key=key)
 
-    async def tail(self, stop: asyncio.Event) -> AsyncIterator[ExchangeRecord]:
-        """Each exchange that ends from now on, as it ends, until ``stop`` is set.
+    async def tail(self) -> LogTail:
+        """A tail positioned at the log's current end: it yields what ends from now on.
 
         Reading starts at the last segment's beginning so that exchanges already running are assembled
-        whole; what ended before now is skipped.
+        whole; what ended before now is read and skipped here, before the caller answers.
         """
         start = await asyncio.to_thread(recent_start, self.data_dir, segments=1)
-        cursor = SegmentCursor(self.data_dir, start)
-        assembler = ExchangeAssembler()
-        for stored in await asyncio.to_thread(_drain, cursor):
-            assembler.feed(stored)
+        tail = LogTail(SegmentCursor(self.data_dir, start))
+        for stored in await asyncio.to_thread(_drain, tail.cursor):
+            tail.assembler.feed(stored)
+        return tail
+
+
+class LogTail:
+    """A cursor and an assembler that follow the log."""
+
+    def __init__(self, cursor: SegmentCursor) -> None:
+        self.cursor = cursor
+        self.assembler = ExchangeAssembler()
+
+    async def follow(self, stop: asyncio.Event) -> AsyncIterator[ExchangeRecord]:
+        """Each exchange as it ends, until ``stop`` is set (polled every ``TAIL_POLL_S``)."""
         while not stop.is_set():
-            batch = await asyncio.to_thread(cursor.read_new, _TAIL_BATCH)
+            batch = await asyncio.to_thread(self.cursor.read_new, _TAIL_BATCH)
             for stored in batch:
-                for record in assembler.feed(stored):
+                for record in self.assembler.feed(stored):
                     yield record
             if len(batch) < _TAIL_BATCH:
                 try:
@@ -120,4 +130,4 @@ def _drain(cursor: SegmentCursor) -> list[StoredFrame]:
     return frames
 
 
-__all__ = ["TAIL_POLL_S", "LogReader", "StorageError"]
+__all__ = ["TAIL_POLL_S", "LogReader", "LogTail"]

@@ -550,3 +550,27 @@ async def test_expect_100_continue_is_answered_by_the_gateway(tmp_path: Path) ->
     [informational] = client.got(h2.events.InformationalResponseReceived, 1)
     assert dict(informational.headers)[b":status"] == b"100"
     assert json.loads(client.data[1])["choices"]
+
+
+async def test_over_the_connection_limit_an_h2_client_gets_goaway_before_any_stream(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with gateway(data_dir, MockLlmConfig(tokens=3), max_connections=1) as (gw, _):
+        first = await RawH2.connect(gw.port)
+        second = await RawH2.connect(gw.port)
+        try:
+            first.request(1, GET_MODELS)
+            await first.until(lambda: first.ended(1))
+            second.request(1, GET_MODELS)
+            await second.until(lambda: second.closed)
+        finally:
+            first.close()
+            second.close()
+    [terminated] = second.got(h2.events.ConnectionTerminated)
+    assert (terminated.error_code, terminated.last_stream_id, terminated.additional_data) == (
+        NO_ERROR,
+        0,
+        b"overloaded",
+    )
+    assert not second.ended(1)
+    errors = [f.event for f in frames(data_dir) if isinstance(f.event, GatewayError)]
+    assert [e.kind for e in errors] == ["overloaded"]

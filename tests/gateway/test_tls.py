@@ -89,6 +89,12 @@ async def connect(port: int, ctx: ssl.SSLContext) -> tuple[asyncio.StreamReader,
         return await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
 
 
+def h2_fingerprint(response: httpx.Response) -> str:
+    """The certificate the connection that carried ``response`` was made with."""
+    ssl_object = response.extensions["network_stream"].get_extra_info("ssl_object")
+    return hashlib.sha256(ssl_object.getpeercert(binary_form=True)).hexdigest()
+
+
 def peer_fingerprint(writer: asyncio.StreamWriter) -> str:
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     return hashlib.sha256(der).hexdigest()
@@ -481,6 +487,13 @@ async def test_sighup_reloads_the_certificate_keeping_open_connections(
         kept_reader, kept_writer = await connect(port, trusting(ca))
         assert peer_fingerprint(kept_writer) == first
         assert (await request(kept_reader, kept_writer, GET_MODELS))[0] == 200
+        # An HTTP/2 connection (ALPN h2) is kept across the reload too.
+        h2_client = httpx.AsyncClient(
+            base_url=f"https://localhost:{port}", http2=True, verify=trusting(ca), timeout=10
+        )
+        answer = await h2_client.get("/v1/models")
+        assert (answer.status_code, answer.http_version) == (200, "HTTP/2")
+        assert h2_fingerprint(answer) == first
 
         write_cert(ca.issue_cert("127.0.0.1", "localhost"), cert_file.parent, "gateway")
         second = certificate_fingerprint(cert_file)
@@ -493,6 +506,9 @@ async def test_sighup_reloads_the_certificate_keeping_open_connections(
         _, fresh_writer = await connect(port, trusting(ca))
         assert peer_fingerprint(fresh_writer) == second
         fresh_writer.transport.abort()
+        answer = await h2_client.get("/v1/models")  # the same HTTP/2 connection, its old certificate
+        assert (answer.status_code, h2_fingerprint(answer)) == (200, first)
+        await h2_client.aclose()
 
         cert_file.write_text("this is not a certificate\n")
         proc.send_signal(signal.SIGHUP)

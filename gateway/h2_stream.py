@@ -421,11 +421,29 @@ class StreamExchange:
             self.conn.send(out)
             self.conn.send(BodyChunk(stream_id=sid, data=body))
             self.conn.send(MessageEnd(stream_id=sid))
-            if not self.request_done:
-                # RFC 9113 §8.1: a response before the request ended; NO_ERROR asks the client to stop.
-                self.conn.send(StreamReset(stream_id=sid, error_code=0))
         except ParseError:
             return  # the client reset the stream meanwhile
+        if not self.request_done:
+            await self._discard_rest()
+
+    async def _discard_rest(self) -> None:
+        """Take the rest of a refused request, unrecorded and bounded, so that a client that sends its
+        whole body before it reads (httpx) sees the answer. Past ``max_body_bytes`` more, or a silence of
+        ``idle_timeout_s``: RST_STREAM(NO_ERROR), RFC 9113 §8.1's "stop sending, the answer is complete"."""
+        limits = self.conn.ctx.limits
+        budget = limits.max_body_bytes
+        try:
+            while budget > 0:
+                async with asyncio.timeout(limits.idle_timeout_s):
+                    event = await self.inbox.get()
+                if not isinstance(event, BodyChunk):
+                    return  # the request ended
+                budget -= len(event.data)
+                self.conn.http.ack(self.stream_id, len(event.data))
+                self.conn.flush()
+        except TimeoutError:
+            pass  # a silent client: stop waiting for it
+        self._reset(0)
 
     def _reset(self, error_code: int) -> None:
         """RST_STREAM to the client, unless h2 closed the stream already (then nothing more reaches it)."""

@@ -574,3 +574,26 @@ async def test_over_the_connection_limit_an_h2_client_gets_goaway_before_any_str
     assert not second.ended(1)
     errors = [f.event for f in frames(data_dir) if isinstance(f.event, GatewayError)]
     assert [e.kind for e in errors] == ["overloaded"]
+
+
+async def test_httpx_reads_an_early_refusal_after_sending_its_whole_body(tmp_path: Path) -> None:
+    """httpx sends a request's whole body before it reads: a refused stream takes the rest of the body
+    (unrecorded, bounded by max_body_bytes) instead of resetting it, so the client gets the answer."""
+    async with (
+        gateway(tmp_path / "data", MockLlmConfig(tokens=3), max_body_bytes=100_000) as (gw, _),
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{gw.port}", http1=False, http2=True, timeout=10
+        ) as client,
+    ):
+
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(15):
+                yield b"y" * 10_000
+
+        too_big = await client.post("/v1/chat/completions", content=body())
+        assert (too_big.status_code, too_big.json()["error"]["code"]) == (413, "body_too_large")
+        bad_session = await client.post(
+            "/v1/chat/completions", json=chat("x" * 50_000), headers={"x-wardgate-session": "not valid!"}
+        )
+        assert bad_session.status_code == 400
+        assert (await client.get("/v1/models")).status_code == 200  # the same connection goes on

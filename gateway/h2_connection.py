@@ -203,12 +203,31 @@ class H2ClientConnection:
                     except ConnectionError:
                         data = b""
                     wait_s = limits.idle_timeout_s
-                    go_on = self._receive(data)
+                    go_on = self._receive(data) and await self._reader_drain()
                     await self.keep_pace()
                 self._end_streams("the client connection closed")
         finally:
             self._closed = True
             self._tasks = None
+
+    async def _reader_drain(self) -> bool:
+        """Read no more while the client leaves our writes unread: frames h2 answers by itself (PING and
+        SETTINGS acks, RST_STREAM on closed streams) must not pile up without bound (CVE-2019-9512,
+        -9514, -9515). False: the client stopped reading for ``client_write_timeout_s``."""
+        if self.writer.transport.get_write_buffer_size() <= WRITE_HIGH_WATER:
+            return True
+        try:
+            async with asyncio.timeout(self.ctx.limits.client_write_timeout_s):
+                await self.writer.drain()
+        except (TimeoutError, ConnectionError):
+            logger.warning(
+                "connection %s from %s closed: it stopped reading our frames", self.conn_id, self.client_addr
+            )
+            self._end_streams("the client stopped reading (write timeout)")
+            self._closed = True
+            self.writer.transport.abort()
+            return False
+        return True
 
     def _receive(self, data: bytes) -> bool:
         """Feed bytes from the client and route the events to their streams. False: the connection ends."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,10 +20,10 @@ import msgspec
 import openai
 import pytest
 import trustme
-from hyperframe.frame import ContinuationFrame, HeadersFrame
+from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
 
 from gateway.config import AdminConfig, Config, LimitsConfig, ListenerConfig, StorageConfig
-from gateway.h2_connection import H2ClientConnection
+from gateway.h2_connection import WRITE_HIGH_WATER, H2ClientConnection
 from gateway.h2_stream import STREAM_HIGH_WATER
 from gateway.inspect import exchange_frames, response_parts
 from gateway.mock_llm import MockLlm, MockLlmConfig
@@ -229,8 +230,14 @@ class RawH2:
         self.closed = False
 
     @classmethod
-    async def connect(cls, port: int) -> RawH2:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def connect(cls, port: int, *, receive_buffer: int = 0) -> RawH2:
+        """``receive_buffer``: a small kernel buffer, so what we do not read backs up to the gateway."""
+        sock = socket.socket()
+        if receive_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
         return cls(reader, writer)
 
     def flush(self, extra: bytes = b"") -> None:
@@ -282,6 +289,16 @@ class RawH2:
 
     def close(self) -> None:
         self.writer.transport.abort()
+
+
+async def h2_connection(gw: Gateway) -> H2ClientConnection:
+    """The gateway's one HTTP/2 client connection, once it was accepted."""
+    async with asyncio.timeout(10):
+        while True:
+            found = [c for c in gw._connections if isinstance(c, H2ClientConnection)]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.01)
 
 
 def exchange_of(data_dir: Path, stream_id: int, conn_id: str | None = None) -> list[Frame]:
@@ -597,3 +614,24 @@ async def test_httpx_reads_an_early_refusal_after_sending_its_whole_body(tmp_pat
         )
         assert bad_session.status_code == 400
         assert (await client.get("/v1/models")).status_code == 200  # the same connection goes on
+
+
+async def test_a_ping_flood_from_a_client_that_does_not_read_stays_bounded(tmp_path: Path) -> None:
+    """h2 acks every PING by itself: the gateway stops reading a client that leaves the acks unread, so
+    they cannot pile up, and closes it after client_write_timeout_s; other clients are served."""
+    async with gateway(tmp_path / "data", MockLlmConfig(tokens=3), client_write_timeout_s=1.0) as (gw, _):
+        offender = await RawH2.connect(gw.port, receive_buffer=4096)
+        try:
+            ping = PingFrame(0, opaque_data=b"12345678").serialize()
+            offender.flush(ping * 300_000)  # 5.1 MB of PINGs, as many acks nobody reads
+            conn = await h2_connection(gw)
+            async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as fresh:
+                assert (await fresh.get(f"http://127.0.0.1:{gw.port}/v1/models")).status_code == 200
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15
+            while conn in gw._connections:  # cut after client_write_timeout_s without reading
+                assert conn.writer.transport.get_write_buffer_size() <= WRITE_HIGH_WATER + 64 * 1024
+                assert loop.time() < deadline, "the flooding connection was never closed"
+                await asyncio.sleep(0.02)
+        finally:
+            offender.close()

@@ -530,3 +530,45 @@ async def test_sighup_reloads_the_certificate_keeping_open_connections(
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0, b"".join(logged)
+
+
+async def test_sighup_reaches_every_worker(
+    ca: trustme.CA, server_files: tuple[Path, Path], mock: MockLlm, tmp_path: Path
+) -> None:
+    cert_file, key_file = server_files
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "gateway.cli", "serve", "--listen", f"127.0.0.1:{port}"),
+        *("--upstream", f"http://127.0.0.1:{mock.port}", "--data-dir", str(tmp_path / "data")),
+        *("--admin-listen", "", "--tls-cert", str(cert_file), "--tls-key", str(key_file)),
+        *("--workers", "2"),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    logged: list[bytes] = []
+    try:
+        await wait_line(proc.stdout, b"listening on https://", [])
+        write_cert(ca.issue_cert("127.0.0.1", "localhost"), cert_file.parent, "gateway")
+        second = certificate_fingerprint(cert_file)
+        proc.send_signal(signal.SIGHUP)
+        reloads = [await wait_line(proc.stderr, b"TLS certificate reloaded", logged) for _ in range(2)]
+        assert sorted(line.split(b": ", 1)[0].rsplit(b" ", 1)[1] for line in reloads) == [
+            b"wardgate[w0]",
+            b"wardgate[w1]",
+        ]
+        assert all(second.encode() in line for line in reloads)
+        for _ in range(6):  # whichever worker the kernel picks serves the new certificate
+            _, writer = await connect(port, trusting(ca))
+            assert peer_fingerprint(writer) == second
+            writer.transport.abort()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(30):
+                await proc.communicate()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, b"".join(logged)

@@ -20,7 +20,9 @@ from gateway.inspect import exchange_frames, response_parts
 from gateway.mock_llm import MockLlm, MockLlmConfig
 from parsers.events import ExchangeStarted, GatewayStarted, Recovered
 from storage.assemble import ExchangeRecord
+from storage.errors import DataDirBusy
 from storage.index import SqliteIndex, index_path
+from storage.lock import DataDirLock
 from storage.query import ExchangeQuery
 from storage.reader import iter_frames, iter_log
 from storage.series import series_root
@@ -232,3 +234,51 @@ def _dead(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+async def test_a_worker_that_cannot_start_stops_the_gateway(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    broken = series_root(data_dir, 1) / "segments" / "000000000001.wgseg"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a segment header, not at all: worker 1 cannot open its log")
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "gateway.cli", "serve", "--workers", "2", "--listen", "127.0.0.1:0"),
+        *("--data-dir", str(data_dir), "--admin-listen", "", "--upstream", "http://127.0.0.1:9"),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        _, stderr = await proc.communicate()
+    assert proc.returncode == 1, stderr
+    assert b"bad magic" in stderr
+    assert b"worker 1 failed to start" in stderr
+    with DataDirLock(data_dir):  # every worker is gone: nothing holds the lock any more
+        pass
+
+
+async def test_workers_of_a_killed_supervisor_drain_and_free_the_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with (
+        MockLlm(MockLlmConfig(tokens=4)) as mock,
+        supervised(mock.port, data_dir) as gw,
+        httpx.AsyncClient(timeout=20, limits=NO_KEEPALIVE) as http,
+    ):
+        done = await asyncio.gather(*(chat(http, gw.port, n, stream=False) for n in range(6)))
+        gw.proc.kill()
+        await gw.proc.wait()
+        lock = DataDirLock(data_dir)
+
+        async def free() -> bool:
+            try:
+                lock.acquire()  # held while any worker still writes: they inherited it
+            except DataDirBusy:
+                return False
+            return True
+
+        await wait_for(free)
+        lock.release()
+    records = await indexed(data_dir)  # each worker's follower made its last pass
+    assert all(records[x].outcome == "complete" for x, _ in done)
+    verify = wardgate("verify", "--data-dir", str(data_dir))
+    assert verify.returncode == 0, verify.stdout + verify.stderr

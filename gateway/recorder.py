@@ -42,6 +42,7 @@ from storage.signing import SigningKey
 logger = logging.getLogger("wardgate.recorder")
 
 GATEWAY_CONN_ID = ""  # frames about the log itself belong to no connection
+_HEADS = (RequestHead, ResponseHead)  # a tuple: ``A | B`` would build a union object per call
 MAX_KNOWN_SECRETS = 4096  # redaction results kept for reuse; forgotten all at once past this
 
 
@@ -131,7 +132,7 @@ class Recorder:
             self.stats.refused_frames += 1
             raise RecordingFailed(str(self.failure))
         event = frame.event
-        if isinstance(event, RequestHead | ResponseHead):
+        if isinstance(event, _HEADS):
             # Secrets never reach the queue, let alone the disk.
             if len(self._known_secrets) > MAX_KNOWN_SECRETS:
                 self._known_secrets.clear()

@@ -214,7 +214,9 @@ class ConsoleAccess(Event, frozen=True, kw_only=True):
     Recorded before the answer is sent, so nothing is ever shown that the log does not know was shown.
     """
 
-    action: str  # list_sessions | view_session | search | view_exchange | replay | export | tail | verify
+    action: (
+        str  # list_sessions | view_session | search | view_exchange | replay | export | tail | verify | audit
+    )
     identity: Identity
     target: str = ""  # the session or exchange id looked at, "" for a search or a listing
     query: str = ""  # the filters as JSON, exactly as the API took them

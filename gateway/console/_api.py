@@ -19,6 +19,7 @@ from gateway.console._audit import AuditTrail
 from gateway.console._auth import Access, Role
 from gateway.console._detail import exchange_detail, replay_steps
 from gateway.console._models import (
+    AuditPage,
     ExchangePage,
     Me,
     SessionDetail,
@@ -26,8 +27,11 @@ from gateway.console._models import (
     Verification,
 )
 from gateway.console._params import (
+    AUDIT_FILTERS,
     EXCHANGE_FILTERS,
     SESSION_FILTERS,
+    audit_limit,
+    bounded,
     encode_cursor,
     exchange_query,
     given,
@@ -75,6 +79,7 @@ class ConsoleApi:
             Route("/api/exchanges/{exchange_id}/replay", self.replay),
             Route("/api/tail", self.tail),
             Route("/api/verify", self.verify),
+            Route("/api/audit", self.audit_trail),
         ]
 
     async def me(self, request: Request) -> Response:
@@ -184,6 +189,14 @@ class ConsoleApi:
                     yield b"event: exchange\ndata: " + _encoder.encode(record) + b"\n\n"
             finally:
                 pumping.cancel()
+
+    async def audit_trail(self, request: Request) -> Response:
+        identity = await self.access.require(request, Role.AUDITOR)
+        limit = audit_limit(request)
+        actor, target = bounded(request, "actor"), bounded(request, "target")
+        await self.audit.record(request, identity, "audit", query=given(request, AUDIT_FILTERS))
+        entries, complete = await self.reader.audit_trail(limit=limit, actor=actor, target=target)
+        return json_response(AuditPage(items=entries, complete=complete))
 
     async def verify(self, request: Request) -> Response:
         identity = await self.access.require(request, Role.AUDITOR)

@@ -101,6 +101,24 @@ class Replay(msgspec.Struct, kw_only=True):
     tool_calls_text: str  # the tool calls, once complete, as ``name(arguments)`` lines
 
 
+class AuditEntry(msgspec.Struct, kw_only=True):
+    """One recorded use of this API (a ``ConsoleAccess`` frame)."""
+
+    ts_ns: int
+    action: str
+    identity: Identity
+    target: str
+    query: str  # the filters as JSON, "" when none
+    client_addr: str
+
+
+class AuditPage(msgspec.Struct, kw_only=True):
+    """Newest first. ``complete``: the whole log was read (else only its most recent segments)."""
+
+    items: list[AuditEntry]
+    complete: bool
+
+
 class Health(msgspec.Struct, kw_only=True):
     status: str
 
@@ -130,10 +148,13 @@ SCHEMA_TYPES: tuple[type[msgspec.Struct], ...] = (
     Health,
     ReadyStatus,
     Verification,
+    AuditPage,
 )
 
 __all__ = [
     "SCHEMA_TYPES",
+    "AuditEntry",
+    "AuditPage",
     "Chunk",
     "ExchangeDetail",
     "ExchangeEvent",

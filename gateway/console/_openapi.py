@@ -152,6 +152,19 @@ def _paths() -> dict[str, Any]:
                 }
             },
         ),
+        "/api/audit": _get(
+            "Who used this API: recorded ConsoleAccess frames, newest first (audited as audit)",
+            {"200": _json("AuditPage", "The entries"), **bad},
+            params=[
+                _query("actor", "Subject or e-mail of the caller (exact)", _TEXT),
+                _query("target", "Session or exchange id looked at (exact)", _TEXT),
+                _query(
+                    "limit",
+                    "How many",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50},
+                ),
+            ],
+        ),
         "/api/verify": _get(
             "Verify the whole log: CRCs, chain, signed checkpoints (audited as verify)",
             {"200": _json("Verification", "The report")},

@@ -27,6 +27,7 @@ _cursor_decoder = msgspec.json.Decoder(tuple[int, str])
 
 SESSION_FILTERS = ("user", "group", "model", "status", "since", "until", "text", "limit", "cursor")
 EXCHANGE_FILTERS = (*SESSION_FILTERS, "session", "path")
+AUDIT_FILTERS = ("actor", "target", "limit")
 
 
 class BadParameter(HTTPException):
@@ -124,16 +125,35 @@ def exchange_query(request: Request) -> ExchangeQuery:
     )
 
 
+def bounded(request: Request, name: str) -> str:
+    """A plain string parameter ("" when absent).
+
+    Raises:
+        BadParameter: too long, or holding NUL (400).
+    """
+    return _string(request, name)
+
+
+def audit_limit(request: Request) -> int:
+    """Raises:
+    BadParameter: not 1..MAX_LIMIT (400).
+    """
+    return _int(request, "limit", low=1, high=MAX_LIMIT) or DEFAULT_LIMIT
+
+
 def given(request: Request, names: tuple[str, ...]) -> dict[str, str]:
     """The filters the caller gave, as given (what the audit record keeps)."""
     return {name: request.query_params[name] for name in names if request.query_params.get(name)}
 
 
 __all__ = [
+    "AUDIT_FILTERS",
     "EXCHANGE_FILTERS",
     "MAX_LIMIT",
     "SESSION_FILTERS",
     "BadParameter",
+    "audit_limit",
+    "bounded",
     "encode_cursor",
     "exchange_query",
     "given",

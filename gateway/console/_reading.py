@@ -12,13 +12,15 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from gateway.console._models import AuditEntry
 from gateway.inspect import exchange_frames
 from gateway.render import ReplayedExchange, replayed
+from parsers.events import ConsoleAccess
 from storage.assemble import ExchangeAssembler, ExchangeRecord
 from storage.codec import Frame
 from storage.index import SqliteIndex, index_path
 from storage.query import ExchangeQuery, SessionQuery, SessionRow
-from storage.reader import SegmentCursor, StoredFrame, recent_start
+from storage.reader import SegmentCursor, StoredFrame, iter_frames, recent_start
 from storage.signing import read_public_key
 from storage.verify import VerifyReport, verify
 
@@ -82,6 +84,16 @@ class LogReader:
 
         return await asyncio.to_thread(read)
 
+    async def audit_trail(
+        self, *, limit: int, actor: str = "", target: str = ""
+    ) -> tuple[list[AuditEntry], bool]:
+        """The newest ``limit`` console accesses (by ``actor``, of ``target``), in a worker thread.
+
+        Reads the newest segments first, twice as many each round, so a busy log is not read whole.
+        Returns the entries, newest first, and whether the whole log was read.
+        """
+        return await asyncio.to_thread(_audit_trail, self.data_dir, limit, actor, target)
+
     async def verify(self) -> tuple[int, VerifyReport]:
         """A full ``verify`` with the data dir's own key, in a worker thread; with when it started."""
         started = time.time_ns()
@@ -121,6 +133,29 @@ class LogTail:
                         await stop.wait()
                 except TimeoutError:
                     pass
+
+
+def _audit_trail(data_dir: Path, limit: int, actor: str, target: str) -> tuple[list[AuditEntry], bool]:
+    segments = 2
+    while True:
+        start = recent_start(data_dir, segments=segments)
+        found = [
+            AuditEntry(
+                ts_ns=stored.frame.ts_ns,
+                action=event.action,
+                identity=event.identity,
+                target=event.target,
+                query=event.query,
+                client_addr=event.client_addr,
+            )
+            for stored in iter_frames(data_dir, start)
+            if isinstance(event := stored.frame.event, ConsoleAccess)
+            and (not actor or actor in (event.identity.subject, event.identity.email))
+            and (not target or event.target == target)
+        ]
+        if len(found) >= limit or start is None:
+            return found[::-1][:limit], start is None
+        segments *= 2
 
 
 def _drain(cursor: SegmentCursor) -> list[StoredFrame]:

@@ -437,6 +437,37 @@ async function verifyPage() {
   );
 }
 
+// --- the audit of the auditors ------------------------------------------------------------------
+
+async function auditPage(params) {
+  const query = new URLSearchParams({ limit: "200" });
+  for (const name of ["actor", "target"]) if (params.get(name)) query.set(name, params.get(name));
+  const page = await api("/api/audit?" + query.toString());
+  const body = el("tbody", { id: "audit" });
+  for (const entry of page.items) {
+    const target = entry.target
+      ? el("a", { href: "#/audit?target=" + encodeURIComponent(entry.target), class: "mono" }, entry.target)
+      : "";
+    body.append(
+      el(
+        "tr",
+        {},
+        el("td", {}, fmtTime(entry.ts_ns)),
+        el("td", {}, entry.identity.email || entry.identity.subject || "anonymous"),
+        el("td", {}, entry.action),
+        el("td", {}, target),
+        el("td", { class: "mono" }, entry.query),
+        el("td", { class: "mono" }, entry.client_addr),
+      ),
+    );
+  }
+  show(
+    el("h1", {}, "Audit trail"),
+    el("p", { class: "muted" }, "Every look at recorded traffic through this console is itself recorded. " + (page.complete ? "Whole log read." : "Most recent segments read.")),
+    el("table", {}, el("thead", {}, el("tr", {}, ...["Time (UTC)", "Who", "Action", "Target", "Filters", "From"].map((h) => el("th", {}, h)))), body),
+  );
+}
+
 // --- routing -------------------------------------------------------------------------------------
 
 async function route() {
@@ -457,6 +488,7 @@ async function route() {
     else if (parts[0] === "replay" && parts[1]) await replayPage(parts[1]);
     else if (parts[0] === "tail") await tailPage();
     else if (parts[0] === "verify") await verifyPage();
+    else if (parts[0] === "audit") await auditPage(new URLSearchParams(queryString || ""));
     else await sessionsPage(new URLSearchParams(queryString || ""));
   } catch (error) {
     if (error.name !== "AbortError") failed(error);

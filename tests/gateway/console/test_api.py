@@ -20,6 +20,7 @@ AUDITED = [
     ("/api/exchanges/{exchange}", "view_exchange"),
     ("/api/exchanges/{exchange}/replay", "replay"),
     ("/api/verify", "verify"),
+    ("/api/audit", "audit"),
 ]
 
 
@@ -96,6 +97,24 @@ async def test_every_call_leaves_its_audit_frame(console: Console) -> None:
         "view_exchange",
         "x_nope",
     )
+
+
+async def test_who_looked_at_what_is_answerable(console: Console) -> None:
+    exchange = await console.chat("s-watched", "who read this?")
+    await console.indexed(exchange)
+    assert (await console.get("/api/sessions/s-watched")).status_code == 200
+    assert (await console.get(f"/api/exchanges/{exchange}/replay")).status_code == 200
+    looks = (await console.get("/api/audit", target="s-watched")).json()
+    assert looks["complete"] is True
+    [entry] = looks["items"]
+    assert (entry["action"], entry["identity"]["subject"]) == ("view_session", "alice-auditor")
+    replays = (await console.get("/api/audit", target=exchange, actor="alice-auditor")).json()["items"]
+    assert [e["action"] for e in replays] == ["replay"]
+    assert (await console.get("/api/audit", actor="dave-developer")).json()["items"] == []
+    newest = (await console.get("/api/audit", limit="2")).json()["items"]
+    assert [e["action"] for e in newest] == ["audit", "audit"]  # the questions above, newest first
+    assert newest[0]["ts_ns"] >= newest[1]["ts_ns"]
+    assert (await console.get("/api/audit", limit="0")).status_code == 400
 
 
 async def test_nothing_is_shown_when_the_access_cannot_be_recorded(console: Console) -> None:

@@ -160,10 +160,18 @@ async def test_log_in_find_open_and_replay(console: Console, browser: WebDriver)
     # Streamed in order: every snapshot extends the one before, and the text arrived in several steps.
     assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(snapshots))
     assert len(snapshots) >= 4
-    # Every look was recorded with the auditor's identity.
+    # Every look was recorded with the auditor's identity, and the audit trail page shows it.
     actions = [(a.action, a.target) for a in console.audit_frames()]
     assert ("view_session", "s-browser") in actions
     assert ("replay", exchange) in actions
+
+    def audit_rows() -> list[str]:
+        browser.get(base + "/#/audit?target=s-browser")
+        wait_for(browser, "#audit tr")
+        return [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#audit tr")]
+
+    [row] = await in_thread(audit_rows)
+    assert "alice-auditor view_session s-browser" in row
 
 
 async def test_a_prompt_with_script_renders_as_text(console: Console, browser: WebDriver) -> None:

@@ -76,6 +76,8 @@ async def test_every_response_matches_the_served_document(console: Console) -> N
         ("/api/exchanges/{exchange_id}/replay", f"/api/exchanges/{streamed}/replay", auditor, {}),
         ("/api/exchanges/{exchange_id}/replay", "/api/exchanges/x_missing/replay", developer, {}),
         ("/api/verify", "/api/verify", auditor, {}),
+        ("/api/audit", "/api/audit", auditor, {"target": "s-schema"}),
+        ("/api/audit", "/api/audit", auditor, {"limit": "x"}),
         ("/api/tail", "/api/tail", {}, {}),
     ]
     for template, path, headers, params in calls:

@@ -46,6 +46,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="worker processes sharing the listeners, each with its own log series "
         "(default: the number of CPUs; 1 = one process, no supervisor)",
     )
+    p.add_argument(
+        "--upstream-credential-env", help="environment variable holding the model's API key (the gateway's)"
+    )
+    p.add_argument("--upstream-credential-file", help="file holding the model's API key")
+    p.add_argument(
+        "--upstream-credential-header", help='header the key goes in (default "Authorization: Bearer")'
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
 
@@ -102,7 +109,7 @@ async def _serve_async(config: Config) -> int:
     def ready(gw: Gateway) -> None:
         _print_ready(config, gw)
 
-    gateway = Gateway(config, on_ready=ready)
+    gateway = Gateway(config, on_ready=ready, environ=os.environ)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # The first signal drains (up to shutdown_grace_s); a second one cuts what is left.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -70,6 +71,85 @@ class RetentionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     interval_s: float = 3600.0  # a pass at startup and then this often
 
 
+class OidcConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[auth.oidc]``: bearer JWTs from one issuer, keys by discovery or from a JWKS file."""
+
+    issuer: str = ""  # the exact iss; its /.well-known/openid-configuration gives the JWKS unless jwks_file
+    jwks_file: str = ""  # a local JWKS instead of discovery (re-read when an unknown kid appears)
+    audience: list[str] = []  # the token's aud must name one of these
+    algorithms: list[str] = msgspec.field(
+        default_factory=lambda: ["RS256", "ES256"]
+    )  # never none or HS*: refused at startup
+    leeway_s: float = 30.0  # clock skew allowed on exp, nbf, iat
+    groups_claim: str = "groups"  # a claim name, or a dotted path such as realm_access.roles
+    required_claims: list[str] = msgspec.field(default_factory=lambda: ["exp", "iss", "aud"])  # and sub
+    jwks_refetch_interval_s: float = 30.0  # an unknown kid refetches the keys at most this often
+    jwks_max_age_s: float = 3600.0  # keys are refreshed at least this often
+
+
+class ApiKeyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[[auth.api_keys]]``: a service identity; made by ``wardgate apikey new`` (only the hash is kept)."""
+
+    name: str
+    hash: str  # sha256:<64 hex>
+    groups: list[str] = []
+
+
+class MtlsIdentityConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[[auth.mtls]]``: a verified client certificate subject (RFC 4514) that is a service identity."""
+
+    subject: str  # exactly as recorded in tls_peer_subject, e.g. "CN=build-agent,O=Example"
+    name: str  # the identity's subject
+    groups: list[str] = []
+
+
+class AuthConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Who may call. With any of these configured, every request must authenticate (else 401)."""
+
+    oidc: OidcConfig | None = None
+    api_keys: list[ApiKeyConfig] = []
+    mtls: list[MtlsIdentityConfig] = []
+
+    @property
+    def enabled(self) -> bool:
+        return self.oidc is not None or bool(self.api_keys) or bool(self.mtls)
+
+
+class PolicyRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[[policy.rules]]``: applies to a request whose caller is in ``groups`` or ``users`` (empty: anyone).
+
+    An allow rule allows a request matching all of its paths, methods and models (globs; empty: any)
+    within its limits; a deny rule denies a request matching them. Deny wins over allow.
+    """
+
+    name: str
+    effect: Literal["allow", "deny"] = "allow"
+    groups: list[str] = []
+    users: list[str] = []  # subjects or e-mail addresses
+    paths: list[str] = []
+    methods: list[str] = []
+    models: list[str] = []
+    max_body_bytes: int = 0  # 0: no limit of its own
+    max_tokens: int = 0  # the request's max_tokens (or max_completion_tokens, max_output_tokens); 0: none
+
+
+class PolicyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    rules: list[PolicyRule] = []
+
+
+class UpstreamCredentialConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[upstream_credential]``: the model's key, held by the gateway. Never written in this file."""
+
+    env: str = ""  # the environment variable holding it...
+    file: str = ""  # ...or a file holding it (trailing newline ignored)
+    header: str = "Authorization"  # or e.g. "api-key" (Azure OpenAI)
+    scheme: str | None = None  # None: "Bearer" for Authorization, nothing for other headers
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.env or self.file)
+
+
 class AdminConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:9900"  # health, metrics, the console API and UI; "" turns the listener off
     # may read everything recorded (every look is recorded too)
@@ -88,6 +168,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sessions: SessionConfig = msgspec.field(default_factory=SessionConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
+    upstream_credential: UpstreamCredentialConfig = msgspec.field(default_factory=UpstreamCredentialConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -158,6 +241,62 @@ def _check_tls(listener: ListenerConfig, field: str) -> None:
         raise ConfigError(f"{field}.upstream_insecure: contradicts upstream_ca (verify against it, or not)")
 
 
+# The names the gateway gives its own verdicts (gateway.identity.policy, gateway.identity.access).
+RESERVED_RULE_NAMES = frozenset({"default-deny", "path-normal-form", "uncheckable-body", "authentication"})
+_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2: a header field name
+
+
+def _unique(names: list[str], field: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not name:
+            raise ConfigError(f"{field}[{i}]: must not be empty")
+        if name in seen:
+            raise ConfigError(f"{field}[{i}]: {name!r} appears twice")
+        seen.add(name)
+
+
+def _check_auth(config: Config) -> None:
+    auth, policy, credential = config.auth, config.policy, config.upstream_credential
+    if auth.oidc is not None:
+        oidc = auth.oidc
+        if not oidc.issuer:
+            raise ConfigError("auth.oidc.issuer: required (the exact iss of the tokens)")
+        if not oidc.groups_claim:
+            raise ConfigError("auth.oidc.groups_claim: must not be empty")
+        for name in ("jwks_refetch_interval_s", "jwks_max_age_s"):
+            if getattr(oidc, name) <= 0:
+                raise ConfigError(f"auth.oidc.{name}: must be positive")
+    for i, key in enumerate(auth.api_keys):
+        if not _HASH.fullmatch(key.hash):
+            raise ConfigError(
+                f"auth.api_keys[{i}].hash: expected sha256:<64 hex> (from `wardgate apikey new`), "
+                "never the key itself"
+            )
+    _unique([key.name for key in auth.api_keys], "auth.api_keys.name")
+    _unique([entry.subject for entry in auth.mtls], "auth.mtls.subject")
+    if auth.mtls and not any(listener.tls_client_ca for listener in config.listeners):
+        raise ConfigError("auth.mtls: client certificates need a listener with tls_client_ca")
+    _unique([rule.name for rule in policy.rules], "policy.rules.name")
+    for i, rule in enumerate(policy.rules):
+        field = f"policy.rules[{i}]"
+        if rule.name in RESERVED_RULE_NAMES:
+            raise ConfigError(f"{field}.name: {rule.name!r} is reserved for the gateway's own verdicts")
+        for method in rule.methods:
+            if method != method.upper() or not _TOKEN.fullmatch(method):
+                raise ConfigError(f"{field}.methods: expected upper-case method names, got {method!r}")
+        for name in ("max_body_bytes", "max_tokens"):
+            if getattr(rule, name) < 0:
+                raise ConfigError(f"{field}.{name}: must be 0 (no limit) or positive")
+        if rule.effect == "deny" and (rule.max_body_bytes or rule.max_tokens):
+            raise ConfigError(f"{field}: limits belong on allow rules (a deny rule denies what it matches)")
+    if credential.env and credential.file:
+        raise ConfigError("upstream_credential: set env or file, not both")
+    if not _TOKEN.fullmatch(credential.header):
+        raise ConfigError(f"upstream_credential.header: not a header name: {credential.header!r}")
+
+
 def validate(config: Config) -> Config:
     """Check what the types alone cannot. Raises ConfigError naming the field."""
     if not config.listeners:
@@ -185,6 +324,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("storage.max_segment_bytes: must be at least 4096")
     if config.storage.group_commit_ms <= 0:
         raise ConfigError("storage.group_commit_ms: must be positive")
+    _check_auth(config)
     return config
 
 
@@ -224,24 +364,40 @@ def apply_flags(config: Config, args: argparse.Namespace) -> Config:
         data_dir=args.data_dir or config.storage.data_dir,
         durability=args.durability or config.storage.durability,
     )
+    credential = config.upstream_credential
+    for flag in ("env", "file", "header"):
+        value = getattr(args, f"upstream_credential_{flag}", None)
+        if value:
+            credential = msgspec.structs.replace(credential, **{flag: value})
     admin = config.admin
     if args.admin_listen is not None:
         admin = msgspec.structs.replace(admin, listen=args.admin_listen)
     return msgspec.structs.replace(
-        config, listeners=[listener, *config.listeners[1:]], storage=storage, admin=admin
+        config,
+        listeners=[listener, *config.listeners[1:]],
+        storage=storage,
+        admin=admin,
+        upstream_credential=credential,
     )
 
 
 __all__ = [
     "AdminConfig",
+    "ApiKeyConfig",
+    "AuthConfig",
     "Config",
     "ConfigError",
     "Durability",
     "LimitsConfig",
     "ListenerConfig",
+    "MtlsIdentityConfig",
+    "OidcConfig",
+    "PolicyConfig",
+    "PolicyRule",
     "RetentionConfig",
     "SessionConfig",
     "StorageConfig",
+    "UpstreamCredentialConfig",
     "UpstreamUrl",
     "apply_flags",
     "load",

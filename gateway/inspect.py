@@ -86,6 +86,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     def filters(p: argparse.ArgumentParser, *, exchange: bool = True) -> None:
         p.add_argument("--user", default="", help="identity subject or email (exact)")
+        p.add_argument("--group", default="", help="one of the caller's groups (exact)")
         if exchange:
             p.add_argument("--session", default="", help="session id")
             p.add_argument("--path", default="", help="request path prefix, or a glob with * ? [")
@@ -235,6 +236,7 @@ async def _reindex(data_dir: Path) -> tuple[int, int]:
 def cmd_sessions(args: argparse.Namespace) -> int:
     query = SessionQuery(
         user=args.user,
+        group=args.group,
         since_ns=args.since,
         until_ns=args.until,
         model=args.model,
@@ -283,6 +285,7 @@ def print_sessions(rows: list[SessionRow], out: TextIO) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     query = ExchangeQuery(
         user=args.user,
+        group=args.group,
         session=args.session,
         path=args.path,
         status=args.status,
@@ -382,6 +385,8 @@ def _finished_ns(record: ExchangeRecord) -> int:
 
 def _tail_match(record: ExchangeRecord, args: argparse.Namespace) -> bool:
     if args.user and args.user not in (record.subject, record.identity.email):
+        return False
+    if args.group and args.group not in record.identity.groups:
         return False
     if args.session and record.session_id != args.session:
         return False

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from gateway.config import Durability, LimitsConfig
 from gateway.forwarding import client_response_head, error_response, first, upstream_request_head
+from gateway.identity.access import AccessControl, Refused
 from gateway.ids import new_id
 from gateway.read_watchdog import ReadWatchdog
 from gateway.recorder import Recorder, RecordingFailed
@@ -32,6 +33,7 @@ from parsers.events import (
     ExchangeEnded,
     ExchangeStarted,
     GatewayError,
+    Headers,
     Identity,
     MessageEnd,
     ParseFailed,
@@ -71,6 +73,7 @@ class ProxyContext:
     upstream_authority: bytes  # the Host the upstream expects
     upstream_prefix: bytes  # path prefix of the upstream URL, prepended to every target
     stats: ProxyStats = field(default_factory=ProxyStats)
+    access: AccessControl | None = None  # identity, policy, upstream credential; None: none configured
     closing: bool = False  # shutting down: finish the exchange in flight, take no further request
 
 
@@ -207,6 +210,12 @@ class ClientConnection:
     async def _serve(self, head: RequestHead) -> bool:
         """Forward one request and its response. Returns whether the connection may be kept alive."""
         ctx = self.ctx
+        refused: Refused | None = None
+        if ctx.access is not None:
+            try:
+                self.identity = await ctx.access.authenticate(head, self._peer_subject)
+            except Refused as exc:
+                self.identity, refused = ANONYMOUS, exc
         now = time.time_ns()
         session_header = first(head.headers, SESSION_HEADER)
         bad_session = ""
@@ -219,8 +228,13 @@ class ClientConnection:
         ctx.stats.exchanges += 1
         try:
             self._open(ex, head, new_session=ref.is_new, source=ref.source)
+            if refused is not None:
+                raise refused
             self._check_request(head, bad_session)
-            upstream = await self._forward_request(ex, head)
+            body_decision = ctx.access is not None and ctx.access.needs_body(self.identity, head)
+            if ctx.access is not None and not body_decision:
+                self._emit(Direction.FROM_CLIENT, ctx.access.decide(self.identity, head, None), ex.id)
+            upstream = await self._forward_request(ex, head, body_decision=body_decision)
             try:
                 await self._relay_response(ex, upstream)
             except BaseException:
@@ -232,6 +246,10 @@ class ClientConnection:
             return False
         except _Refusal as refusal:
             await self._refuse(ex, refusal.status, refusal.kind, refusal.message)
+            return False
+        except Refused as refusal:
+            self._emit(Direction.FROM_CLIENT, refusal.decision, ex.id)
+            await self._refuse(ex, refusal.status, refusal.kind, refusal.decision.reason, refusal.headers)
             return False
         except RecordingFailed as exc:
             # Fail closed: nothing goes on unrecorded.
@@ -256,22 +274,33 @@ class ClientConnection:
                 413, "body_too_large", f"request body of {int(length)} bytes exceeds {limits.max_body_bytes}"
             )
 
-    async def _forward_request(self, ex: _Exchange, head: RequestHead) -> UpstreamConnection:
+    async def _forward_request(
+        self, ex: _Exchange, head: RequestHead, *, body_decision: bool = False
+    ) -> UpstreamConnection:
+        """Send the request on; ``body_decision``: the policy decides once the whole body was read."""
         ctx = self.ctx
-        forwarded = upstream_request_head(
+        forwarded = recorded = upstream_request_head(
             head,
             client_ip=self.client_ip,
             authority=ctx.upstream_authority,
             prefix=ctx.upstream_prefix,
             proto=b"https" if self.tls else b"http",
         )
-        self._emit(Direction.TO_UPSTREAM, forwarded, ex.id)
+        if ctx.access is not None:
+            forwarded, recorded = ctx.access.outbound(forwarded)
+        if not body_decision:
+            self._emit(Direction.TO_UPSTREAM, recorded, ex.id)
         if self.http.peer_waiting_for_100_continue:
             self.writer.write(self.http.send(ResponseHead(status=100, headers=[], reason=b"Continue")))
-        if ctx.durability == "strict":
+        if ctx.durability == "strict" or body_decision:
             # RFC-free rule of ours: in strict mode nothing reaches the upstream before it is on disk.
             body = await self._read_body(ex, None)
-            await ctx.recorder.durable()
+            if ctx.access is not None and body_decision:
+                data = b"".join(event.data for event in body if isinstance(event, BodyChunk))
+                self._emit(Direction.FROM_CLIENT, ctx.access.decide(self.identity, head, data), ex.id)
+                self._emit(Direction.TO_UPSTREAM, recorded, ex.id)
+            if ctx.durability == "strict":
+                await ctx.recorder.durable()
             upstream = await self._connect(ex)
             try:
                 upstream.send(forwarded)
@@ -290,6 +319,10 @@ class ClientConnection:
             upstream.abort()
             raise
         return upstream
+
+    @property
+    def _peer_subject(self) -> str:
+        return self.tls_peer.subject if self.tls_peer else ""
 
     async def _connect(self, ex: _Exchange) -> UpstreamConnection:
         try:
@@ -596,7 +629,9 @@ class ClientConnection:
             ex.id,
         )
 
-    async def _refuse(self, ex: _Exchange, status: int, kind: str, message: str) -> None:
+    async def _refuse(
+        self, ex: _Exchange, status: int, kind: str, message: str, headers: Headers | None = None
+    ) -> None:
         """Answer an error in OpenAI's error shape, record it (if the log works), and close the connection.
 
         After a response head went out, an error can only cut the connection: the client must see a
@@ -608,6 +643,8 @@ class ClientConnection:
         self._flush_out()
         ex.status = status
         head, body = error_response(status, kind, message, session_id=ex.session_id, exchange_id=ex.id)
+        if headers:
+            head = ResponseHead(status=head.status, reason=head.reason, headers=[*head.headers, *headers])
         try:
             self._record_error(ex, kind, status, message)
             self._emit(Direction.TO_CLIENT, head, ex.id)

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +25,7 @@ from gateway.config import Config, ConfigError, parse_upstream, split_host_port
 from gateway.console import AdminListener, Credentials
 from gateway.dispatch import AnyConnection, accept
 from gateway.h2_connection import H2ClientConnection
+from gateway.identity.access import AccessControl
 from gateway.ids import new_id
 from gateway.indexer import FollowerProcess
 from gateway.metrics import Exposition, Histogram
@@ -78,10 +79,13 @@ class Gateway:
         on_ready: Callable[[Gateway], None] = lambda gw: None,
         worker: WorkerRole | None = None,
         credentials: Credentials | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.worker = worker
-        self.credentials = credentials
+        self.credentials = credentials  # the admin console's; default: the data plane's authenticator
+        self._environ: Mapping[str, str] = environ or {}  # for the upstream credential's variable
+        self.access: AccessControl | None = None
         self._on_ready = on_ready
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -158,6 +162,7 @@ class Gateway:
         cfg = self.config
         data_dir = cfg.data_dir
         self.load_tls()
+        self.access = AccessControl.from_config(cfg, self._environ)  # a bad auth setting fails here
         data_dir.mkdir(parents=True, exist_ok=True)
         # A worker runs under its supervisor's lock (inherited: it stays held while any worker lives).
         lock: AbstractContextManager[object] = DataDirLock(data_dir) if self.worker is None else nullcontext()
@@ -244,7 +249,8 @@ class Gateway:
                     cfg.admin,
                     data_dir=cfg.data_dir,
                     recorder=recorder,
-                    credentials=self.credentials,
+                    # The data plane's authenticator (OIDC, API keys) unless the caller gave others.
+                    credentials=self.credentials or (self.access.authenticator if self.access else None),
                     readiness=self.readiness,
                     metrics=self.metrics,
                     version=VERSION,
@@ -287,6 +293,7 @@ class Gateway:
             ),
             upstream_authority=upstream.authority.encode(),
             upstream_prefix=upstream.prefix.encode(),
+            access=self.access,
         )
         self.contexts.append(ctx)
         handler = functools.partial(self._handle, ctx)
@@ -439,9 +446,11 @@ class Gateway:
 
 
 @asynccontextmanager
-async def running(config: Config, *, credentials: Credentials | None = None) -> AsyncIterator[Gateway]:
+async def running(
+    config: Config, *, credentials: Credentials | None = None, environ: Mapping[str, str] | None = None
+) -> AsyncIterator[Gateway]:
     """Run a gateway in this event loop for the duration of the block (tests, bench, demo)."""
-    gateway = Gateway(config, credentials=credentials)
+    gateway = Gateway(config, credentials=credentials, environ=environ)
     async with asyncio.TaskGroup() as tasks:
         task = tasks.create_task(gateway.run(), name="gateway")
         ready = asyncio.ensure_future(gateway.ready.wait())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -62,7 +63,8 @@ async def _serve(spec: WorkerSpec) -> int:
         sys.stdout.flush()
 
     role = WorkerRole(series=spec.worker, workers=spec.workers, listen_fds=spec.listen_fds)
-    gateway = Gateway(spec.config, on_ready=ready, worker=role)
+    # The environment (inherited from the supervisor) holds the upstream credential's variable, if any.
+    gateway = Gateway(spec.config, on_ready=ready, worker=role, environ=os.environ)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, gateway.stop)  # first: drain; second: cut

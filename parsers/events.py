@@ -137,6 +137,16 @@ class ExchangeEnded(Event, frozen=True, kw_only=True):
     response_bytes: int = 0
 
 
+class PolicyDecision(Event, frozen=True, kw_only=True):
+    """The identity layer's verdict on one request, recorded for allowed and refused requests alike."""
+
+    allowed: bool
+    rule: str  # the deciding rule; "default-deny"; "authentication" for a refused credential; "" no policy
+    reason: str
+    identity: Identity  # who asked (anonymous when the credential was refused)
+    status: int = 0  # the status the gateway answered a refusal with (401, 403, 503); 0 when allowed
+
+
 # --- Records of the log itself (written by the recorder, no connection: conn_id "", exchange_id "") ----
 
 
@@ -243,6 +253,7 @@ RecordedEvent = (
     | StreamReset
     | GoAway
     | ConsoleAccess
+    | PolicyDecision
 )
 
 __all__ = [
@@ -262,6 +273,7 @@ __all__ = [
     "Identity",
     "MessageEnd",
     "ParseFailed",
+    "PolicyDecision",
     "RecordedEvent",
     "Recovered",
     "RequestHead",

@@ -15,7 +15,7 @@ _identity_decoder = msgspec.json.Decoder(Identity)
 _tool_calls_decoder = msgspec.json.Decoder(list[ToolCall])
 _json = msgspec.json.Encoder()
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Record fields stored as plain columns, in ExchangeRecord order (identity and tool_calls go as JSON).
 EXCHANGE_COLUMNS = (
@@ -58,6 +58,8 @@ EXCHANGE_COLUMNS = (
     "tls_version",
     "alpn",
     "series",
+    "policy",
+    "policy_rule",
 )
 
 _PLACEHOLDERS = ", ".join("?" for _ in EXCHANGE_COLUMNS)
@@ -134,7 +136,9 @@ CREATE TABLE IF NOT EXISTS exchanges (
     end_offset INTEGER NOT NULL,
     tls_version TEXT NOT NULL DEFAULT '',
     alpn TEXT NOT NULL DEFAULT '',
-    series INTEGER NOT NULL DEFAULT 0  -- the segment series (gateway worker) its positions are in
+    series INTEGER NOT NULL DEFAULT 0,  -- the segment series (gateway worker) its positions are in
+    policy TEXT NOT NULL DEFAULT '',
+    policy_rule TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS exchanges_started ON exchanges (started_ns);
 CREATE INDEX IF NOT EXISTS exchanges_session ON exchanges (session_id, started_ns);
@@ -175,6 +179,27 @@ CREATE TRIGGER IF NOT EXISTS exchanges_fts_update AFTER UPDATE ON exchanges BEGI
     VALUES (new.id, new.prompt_text, new.response_text);
 END;
 
+-- The caller's groups, one row each, for --group: kept in step with exchanges.identity by triggers, so
+-- every write path (upsert, retention's delete, a rebuild) maintains it without code of its own.
+CREATE TABLE IF NOT EXISTS exchange_groups (
+    exchange_rowid INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    PRIMARY KEY (grp, exchange_rowid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS exchange_groups_rowid ON exchange_groups (exchange_rowid);
+CREATE TRIGGER IF NOT EXISTS exchange_groups_insert AFTER INSERT ON exchanges BEGIN
+    INSERT OR IGNORE INTO exchange_groups (exchange_rowid, grp)
+    SELECT new.id, value FROM json_each(new.identity, '$.groups') WHERE type = 'text';
+END;
+CREATE TRIGGER IF NOT EXISTS exchange_groups_delete AFTER DELETE ON exchanges BEGIN
+    DELETE FROM exchange_groups WHERE exchange_rowid = old.id;
+END;
+CREATE TRIGGER IF NOT EXISTS exchange_groups_update AFTER UPDATE OF identity ON exchanges BEGIN
+    DELETE FROM exchange_groups WHERE exchange_rowid = old.id;
+    INSERT OR IGNORE INTO exchange_groups (exchange_rowid, grp)
+    SELECT new.id, value FROM json_each(new.identity, '$.groups') WHERE type = 'text';
+END;
+
 CREATE TABLE IF NOT EXISTS index_state (
     id INTEGER PRIMARY KEY,  -- the segment series (0: <data>/segments, k: <data>/workers/k)
     resume_segment INTEGER,  -- NULL: read the log from its first segment
@@ -186,6 +211,10 @@ INSERT OR IGNORE INTO index_state (id, resume_segment, resume_offset, frames) VA
 """
 
 DROP = """
+DROP TRIGGER IF EXISTS exchange_groups_insert;
+DROP TRIGGER IF EXISTS exchange_groups_delete;
+DROP TRIGGER IF EXISTS exchange_groups_update;
+DROP TABLE IF EXISTS exchange_groups;
 DROP TRIGGER IF EXISTS exchanges_fts_insert;
 DROP TRIGGER IF EXISTS exchanges_fts_delete;
 DROP TRIGGER IF EXISTS exchanges_fts_update;

@@ -27,6 +27,7 @@ from parsers.events import (
     Identity,
     MessageEnd,
     ParseFailed,
+    PolicyDecision,
     Recovered,
     RequestHead,
     ResponseHead,
@@ -86,6 +87,8 @@ class ExchangeRecord(msgspec.Struct, kw_only=True):
     tls_version: str = ""  # the client connection's TLS version, "" for plaintext
     alpn: str = ""
     series: int = 0  # the segment series (gateway worker) its frames are in; positions are within it
+    policy: str = ""  # allow | deny: the identity layer's verdict; "" when none was recorded
+    policy_rule: str = ""  # the rule that decided ("default-deny", "authentication", a configured name)
 
     @property
     def start(self) -> Position:
@@ -114,6 +117,7 @@ class _Open:
         self.request_bytes = 0
         self.response_bytes = 0
         self.ended: ExchangeEnded | None = None
+        self.decision: PolicyDecision | None = None
 
     def feed(self, stored: StoredFrame) -> None:
         frame = stored.frame
@@ -152,6 +156,10 @@ class _Open:
                     self.error_status = event.status
             case ExchangeEnded():
                 self.ended = event
+                return
+            case PolicyDecision():
+                if self.decision is None or not event.allowed:  # a refusal outranks an earlier allow
+                    self.decision = event
                 return
             case (
                 ExchangeStarted()
@@ -219,6 +227,8 @@ class _Open:
             tls_version=started.tls_version,
             alpn=started.alpn,
             series=self.series,
+            policy=("allow" if self.decision.allowed else "deny") if self.decision else "",
+            policy_rule=self.decision.rule if self.decision else "",
         )
 
 

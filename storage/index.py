@@ -52,8 +52,6 @@ _SELECT_SESSION = (
     "SELECT s.id, s.subject, s.email, s.client_addr, s.first_ns, s.last_ns, s.exchanges, s.errors, s.models"
     " FROM sessions AS s"
 )
-# The identity column is JSON; its groups are an array (absent when empty).
-_IN_GROUP = "EXISTS (SELECT 1 FROM json_each({x}.identity, '$.groups') AS g WHERE g.value = ?)"
 
 
 def index_path(data_dir: Path) -> Path:
@@ -317,6 +315,9 @@ class SqliteIndex:
         if q.user:
             where.append("(x.subject = ? OR x.email = ?)")
             params += [q.user, q.user]
+        if q.group:
+            where.append("x.id IN (SELECT exchange_rowid FROM exchange_groups WHERE grp = ?)")
+            params.append(q.group)
         if q.session:
             where.append("x.session_id = ?")
             params.append(q.session)
@@ -341,9 +342,6 @@ class SqliteIndex:
                 return []
             where.append("x.id IN (SELECT rowid FROM exchanges_fts WHERE exchanges_fts MATCH ?)")
             params.append(match)
-        if q.group:
-            where.append(_IN_GROUP.format(x="x"))
-            params.append(q.group)
         if q.before is not None:
             where.append("(x.started_ns < ? OR (x.started_ns = ? AND x.exchange_id < ?))")
             params += [q.before[0], q.before[0], q.before[1]]
@@ -362,6 +360,12 @@ class SqliteIndex:
         if q.user:
             where.append("(s.subject = ? OR s.email = ?)")
             params += [q.user, q.user]
+        if q.group:
+            where.append(
+                "EXISTS (SELECT 1 FROM exchanges AS x JOIN exchange_groups AS g ON g.exchange_rowid = x.id"
+                " WHERE x.session_id = s.id AND g.grp = ?)"
+            )
+            params.append(q.group)
         if q.since_ns is not None:
             where.append("s.last_ns >= ?")
             params.append(q.since_ns)
@@ -377,13 +381,6 @@ class SqliteIndex:
         if q.status is not None:
             where.append("EXISTS (SELECT 1 FROM exchanges AS x WHERE x.session_id = s.id AND x.status = ?)")
             params.append(q.status)
-        if q.group:
-            where.append(
-                "EXISTS (SELECT 1 FROM exchanges AS x WHERE x.session_id = s.id AND "
-                + _IN_GROUP.format(x="x")
-                + ")"
-            )
-            params.append(q.group)
         if q.text:
             match = fts_phrases(q.text)
             if not match:

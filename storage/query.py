@@ -19,6 +19,7 @@ class ExchangeQuery(msgspec.Struct, frozen=True, kw_only=True):
     """Filters combine with AND; results come newest first."""
 
     user: str = ""  # identity subject or email, exact
+    group: str = ""  # one of the caller's groups, exact
     session: str = ""
     path: str = ""  # a glob (``*``, ``?``, ``[``) or else a prefix
     status: int | None = None
@@ -27,7 +28,6 @@ class ExchangeQuery(msgspec.Struct, frozen=True, kw_only=True):
     until_ns: int | None = None  # started before
     text: str = ""  # full text over prompt and response: every word must occur (no query syntax)
     limit: int = DEFAULT_LIMIT
-    group: str = ""  # the caller's identity was in this group (exact)
     before: tuple[int, str] | None = None  # keyset page: only rows after (started_ns, exchange_id)
 
 

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from gateway.identity.apikeys import ApiKey, verify_api_key
+from gateway.identity.authenticator import Unauthenticated  # one refusal type: the data plane's Authenticator
 from parsers.events import Headers, Identity
 
 _MAX_AUTHORIZATION_BYTES = 16 * 1024
@@ -25,15 +26,6 @@ class Role(enum.Enum):
     AUDITOR = "auditor"  # read everything recorded
     APPROVER = "approver"  # decide held tool calls
     METRICS = "metrics"  # scrape /metrics
-
-
-class Unauthenticated(Exception):
-    """No acceptable credential. ``status`` is 401, or 503 when the issuer's keys cannot be loaded."""
-
-    def __init__(self, reason: str, *, status: int = 401) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
 
 
 class Credentials(Protocol):

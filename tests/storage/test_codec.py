@@ -19,6 +19,7 @@ from parsers.events import (
     Identity,
     MessageEnd,
     ParseFailed,
+    PolicyDecision,
     RecordedEvent,
     Recovered,
     RequestHead,
@@ -130,6 +131,14 @@ events: st.SearchStrategy[RecordedEvent] = st.one_of(
     st.builds(StreamReset, stream_id=small, error_code=small),
     st.builds(GoAway, error_code=small, last_stream_id=small, debug=st.binary(max_size=20)),
     st.builds(ConsoleAccess, action=texts, identity=identities, target=texts, query=texts, client_addr=texts),
+    st.builds(
+        PolicyDecision,
+        allowed=st.booleans(),
+        rule=texts,
+        reason=texts,
+        identity=identities,
+        status=st.integers(0, 599),
+    ),
 )
 
 frames = st.builds(
@@ -149,4 +158,4 @@ def test_decode_of_encode_is_identity(frame: Frame) -> None:
 
 
 def test_every_event_type_is_covered() -> None:
-    assert len(RecordedEvent.__args__) == 19  # a new event type needs a strategy above
+    assert len(RecordedEvent.__args__) == 20  # a new event type needs a strategy above

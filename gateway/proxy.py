@@ -249,7 +249,7 @@ class ClientConnection:
             return False
         except Refused as refusal:
             self._emit(Direction.FROM_CLIENT, refusal.decision, ex.id)
-            await self._refuse(ex, refusal.status, refusal.kind, refusal.decision.reason, refusal.headers)
+            await self._refuse(ex, refusal.status, refusal.kind, refusal.message, refusal.headers)
             return False
         except RecordingFailed as exc:
             # Fail closed: nothing goes on unrecorded.

@@ -19,6 +19,7 @@ from gateway.identity.authenticator import Authenticator, Unauthenticated
 from gateway.identity.credentials import UpstreamCredential
 from gateway.identity.policy import Policy, RequestFacts
 from parsers.events import ANONYMOUS, Headers, Identity, PolicyDecision, RequestHead
+from storage.redact import SECRET_HEADERS
 
 logger = logging.getLogger("wardgate.identity")
 
@@ -29,12 +30,13 @@ RECORDED_CREDENTIAL = b"[wardgate upstream credential]"
 class Refused(Exception):
     """The request must not reach the upstream: answer ``status`` with ``headers``; record ``decision``."""
 
-    def __init__(self, decision: PolicyDecision, *, kind: str, headers: Headers) -> None:
-        super().__init__(decision.reason)
+    def __init__(self, decision: PolicyDecision, *, kind: str, headers: Headers, message: str = "") -> None:
+        super().__init__(message or decision.reason)
         self.decision = decision
         self.status = decision.status
         self.kind = kind
         self.headers = headers
+        self.message = message or decision.reason  # what the client is told
 
 
 class AccessControl:
@@ -102,15 +104,17 @@ class AccessControl:
             status=0 if verdict.allowed else 403,
         )
         if not verdict.allowed:
-            raise Refused(decision, kind="forbidden", headers=[])
+            message = f"denied by policy rule {verdict.rule!r}: {verdict.reason}"
+            raise Refused(decision, kind="forbidden", headers=[], message=message)
         return decision
 
     def outbound(self, head: RequestHead) -> tuple[RequestHead, RequestHead]:
-        """The head to send upstream and the one to record (the gateway's credential masked)."""
+        """The head to send upstream and the one to record (a credential the recorder would not redact,
+        under a custom header name, is replaced by a placeholder)."""
         sent = self.credential.apply(head.headers)
         forwarded = msgspec.structs.replace(head, headers=sent)
-        if self.credential.value is None:
-            return forwarded, forwarded
+        if self.credential.value is None or self.credential.header.lower() in SECRET_HEADERS:
+            return forwarded, forwarded  # the recorder keeps only a keyed fingerprint of these
         recorded = [*sent[:-1], (self.credential.header, _masked(self.credential.value))]
         return forwarded, msgspec.structs.replace(head, headers=recorded)
 

@@ -1,7 +1,8 @@
 """The upstream's credential, held by the gateway: loaded once from an environment variable or a file.
 
 ``UpstreamCredential.apply(headers)`` removes every credential a client sent (``Authorization``,
-``Proxy-Authorization`` and the configured header, in any case, any number of times) and adds the
+``Proxy-Authorization``, ``api-key``, ``x-api-key`` and the configured header, in any case, any number
+of times) and adds the
 gateway's own, so nothing a client sends can reach the upstream as the upstream's credential.
 """
 
@@ -13,7 +14,8 @@ from pathlib import Path
 from gateway.config import ConfigError, UpstreamCredentialConfig
 from parsers.events import Headers
 
-_ALWAYS_STRIPPED = frozenset({b"authorization", b"proxy-authorization"})
+# Every header an LLM API reads a key from (OpenAI, Azure OpenAI, Anthropic-style), whatever is configured.
+_ALWAYS_STRIPPED = frozenset({b"authorization", b"proxy-authorization", b"api-key", b"x-api-key"})
 
 
 class UpstreamCredential:

@@ -145,7 +145,7 @@ class Policy:
         matching = [rule for rule in candidates if _any(rule.models, facts.model)]
         for rule in matching:
             if rule.effect == "deny":
-                return Decision(False, rule.name, f"denied by rule {rule.name}")
+                return Decision(False, rule.name, "the request matches a deny rule")
         over_limit: Decision | None = None
         for rule in matching:
             problem = self._over_limit(rule, facts)

@@ -37,6 +37,7 @@ from parsers.events import (
     Identity,
     MessageEnd,
     ParseFailed,
+    PolicyDecision,
     RequestHead,
     ResponseHead,
     SessionStarted,
@@ -233,7 +234,7 @@ class ClientConnection:
             self._check_request(head, bad_session)
             body_decision = ctx.access is not None and ctx.access.needs_body(self.identity, head)
             if ctx.access is not None and not body_decision:
-                self._emit(Direction.FROM_CLIENT, ctx.access.decide(self.identity, head, None), ex.id)
+                self._record_decision(ex, ctx.access.decide(self.identity, head, None))
             upstream = await self._forward_request(ex, head, body_decision=body_decision)
             try:
                 await self._relay_response(ex, upstream)
@@ -297,7 +298,7 @@ class ClientConnection:
             body = await self._read_body(ex, None)
             if ctx.access is not None and body_decision:
                 data = b"".join(event.data for event in body if isinstance(event, BodyChunk))
-                self._emit(Direction.FROM_CLIENT, ctx.access.decide(self.identity, head, data), ex.id)
+                self._record_decision(ex, ctx.access.decide(self.identity, head, data))
                 self._emit(Direction.TO_UPSTREAM, recorded, ex.id)
             if ctx.durability == "strict":
                 await ctx.recorder.durable()
@@ -319,6 +320,10 @@ class ClientConnection:
             upstream.abort()
             raise
         return upstream
+
+    def _record_decision(self, ex: _Exchange, decision: PolicyDecision | None) -> None:
+        if decision is not None:
+            self._emit(Direction.FROM_CLIENT, decision, ex.id)
 
     @property
     def _peer_subject(self) -> str:

@@ -89,12 +89,14 @@ class AccessControl:
         """Whether ``decide`` must see the whole request body (a model rule or a limit may apply)."""
         return self.policy.enforcing and self.policy.needs_body(identity, RequestFacts.of(head))
 
-    def decide(self, identity: Identity, head: RequestHead, body: bytes | None) -> PolicyDecision:
-        """The recorded verdict on an allowed request.
+    def decide(self, identity: Identity, head: RequestHead, body: bytes | None) -> PolicyDecision | None:
+        """The verdict on an allowed request, to record (``None``: no policy is enforced, nothing to record).
 
         Raises:
             Refused: 403 naming the rule that denied (its decision is to be recorded too).
         """
+        if not self.policy.enforcing:
+            return None
         verdict = self.policy.decide(identity, RequestFacts.of(head, body))
         decision = PolicyDecision(
             allowed=verdict.allowed,

@@ -9,7 +9,7 @@ import pytest
 from gateway.config import ConfigError, load, validate
 from gateway.identity.access import AccessControl
 from gateway.identity.apikeys import hash_api_key, new_api_key
-from parsers.events import Identity, RequestHead
+from parsers.events import ANONYMOUS, Identity, RequestHead
 from tests.gateway.identity.keys import AUDIENCE, ISSUER, claims, jwks, rsa_key
 
 RSA = rsa_key()
@@ -78,6 +78,7 @@ async def test_a_full_config_authenticates_decides_and_rewrites(tmp_path: Path) 
     assert (alice.subject, alice.groups, alice.method) == ("alice", ("dev",), "oidc")
     assert access.needs_body(alice, head)
     allowed = access.decide(alice, head, b'{"model": "mock-gpt", "max_tokens": 50}')
+    assert allowed is not None
     assert (allowed.allowed, allowed.rule) == (True, "devs-chat")
 
     sent, recorded = access.outbound(head)
@@ -138,6 +139,7 @@ def test_the_upstream_credential_comes_from_the_environment(tmp_path: Path) -> N
     assert access is not None
     assert access.authenticator is None
     assert not access.policy.enforcing
+    assert access.decide(ANONYMOUS, RequestHead(method=b"GET", target=b"/x", headers=[]), None) is None
     head = RequestHead(
         method=b"GET", target=b"/v1/models", headers=[(b"AUTHORIZATION", b"Bearer sk-client")] * 2
     )

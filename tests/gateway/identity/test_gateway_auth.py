@@ -20,6 +20,7 @@ import openai
 import pytest
 
 from gateway.config import (
+    AdminConfig,
     ApiKeyConfig,
     AuthConfig,
     OidcConfig,
@@ -57,6 +58,7 @@ async def gateway(tmp_path: Path, mock: MockLlm) -> AsyncIterator[Gateway]:
     config = make_config(tmp_path / "data", mock.port, max_head_bytes=2 * 1024 * 1024)
     config = msgspec.structs.replace(
         config,
+        admin=AdminConfig(listen=""),
         auth=AuthConfig(
             oidc=OidcConfig(
                 issuer=ISSUER,

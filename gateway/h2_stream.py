@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from gateway.forwarding import client_response_head, error_response, first, upstream_request_head
 from gateway.h2_heads import h1_request_head, h2_response_head
+from gateway.identity.access import Refused
 from gateway.ids import new_id
 from gateway.recorder import RecordingFailed
 from gateway.sessions import SESSION_HEADER, BadSessionHeader
@@ -26,9 +27,11 @@ from parsers.events import (
     Event,
     ExchangeEnded,
     GatewayError,
+    Headers,
     Identity,
     MessageEnd,
     ParseFailed,
+    PolicyDecision,
     RequestHead,
     ResponseHead,
     SessionStarted,
@@ -143,14 +146,36 @@ class StreamExchange:
 
     async def run(self) -> None:
         self.running = True
+        access = self.conn.ctx.access
+        refused: Refused | None = None
+        if access is not None:
+            tls = self.conn.tls
+            try:
+                head = h1_request_head(self.head, has_body=self.has_body)
+                self.identity = await access.authenticate(head, tls.peer.subject if tls and tls.peer else "")
+            except Refused as exc:
+                refused = exc
         self._open()
         try:
+            if refused is not None:
+                raise refused
             self._check(self._bad_session)
-            upstream = await self._forward_request()
+            body_decision = access is not None and access.needs_body(self.identity, self.head)
+            if access is not None and not body_decision:
+                self._record_decision(access.decide(self.identity, self.head, None))
+            upstream = await self._forward_request(body_decision=body_decision)
             await self._relay_response(upstream)
             self._end("complete")
         except _Refusal as refusal:
             await self._refuse(refusal.status, refusal.kind, refusal.message)
+        except Refused as refusal:
+            self._emit(Direction.FROM_CLIENT, refusal.decision)
+            if not self.request_done:
+                # RFC 9113 §8.1 allows answering before the request ends, but clients (httpx) then fail
+                # the stream instead of reading the answer: take the rest (recorded, bounded) first.
+                with contextlib.suppress(_Refusal):
+                    await self._read_body(None)
+            await self._refuse(refusal.status, refusal.kind, refusal.message, refusal.headers)
         except RecordingFailed as exc:
             await self._refuse(503, "recording_unavailable", f"the session log cannot be written: {exc}")
         finally:
@@ -174,24 +199,37 @@ class StreamExchange:
                 413, "body_too_large", f"request body of {length!r} bytes exceeds {limits.max_body_bytes}"
             )
 
-    async def _forward_request(self) -> UpstreamConnection:
+    def _record_decision(self, decision: PolicyDecision | None) -> None:
+        if decision is not None:
+            self._emit(Direction.FROM_CLIENT, decision)
+
+    async def _forward_request(self, *, body_decision: bool = False) -> UpstreamConnection:
+        """Send the request on; ``body_decision``: the policy decides once the whole body was read."""
         conn = self.conn
         ctx = conn.ctx
-        forwarded = upstream_request_head(
+        forwarded = recorded = upstream_request_head(
             h1_request_head(self.head, has_body=self.has_body),
             client_ip=conn.client_ip,
             authority=ctx.upstream_authority,
             prefix=ctx.upstream_prefix,
             proto=b"https" if conn.tls else b"http",
         )
-        self._emit(Direction.TO_UPSTREAM, forwarded)
+        if ctx.access is not None:
+            forwarded, recorded = ctx.access.outbound(forwarded)
+        if not body_decision:
+            self._emit(Direction.TO_UPSTREAM, recorded)
         if self.has_body and (first(self.head.headers, b"expect") or b"").lower() == b"100-continue":
             # The gateway answers Expect itself, as over HTTP/1.1 (RFC 9110 §10.1.1).
             self._send(ResponseHead(stream_id=self.stream_id, status=100, headers=[], http_version=b"2"))
-        if ctx.durability == "strict":
+        if ctx.durability == "strict" or body_decision:
             # Nothing reaches the upstream before it is on disk (the HTTP/1.1 path's rule too).
             body = await self._read_body(None)
-            await ctx.recorder.durable()
+            if ctx.access is not None and body_decision:
+                data = b"".join(event.data for event in body if isinstance(event, BodyChunk))
+                self._record_decision(ctx.access.decide(self.identity, self.head, data))
+                self._emit(Direction.TO_UPSTREAM, recorded)
+            if ctx.durability == "strict":
+                await ctx.recorder.durable()
             upstream = await self._connect()
             try:
                 upstream.send(forwarded)
@@ -394,7 +432,7 @@ class StreamExchange:
         self._end("upstream_aborted")
         raise StreamAborted
 
-    async def _refuse(self, status: int, kind: str, message: str) -> None:
+    async def _refuse(self, status: int, kind: str, message: str, headers: Headers | None = None) -> None:
         """Answer an error on this stream in OpenAI's error shape; other streams go on."""
         if self.upstream is not None:
             self.upstream.abort()
@@ -407,6 +445,8 @@ class StreamExchange:
             return
         self.status = status
         head, body = error_response(status, kind, message, session_id=self.session_id, exchange_id=self.id)
+        if headers:
+            head = ResponseHead(status=head.status, reason=head.reason, headers=[*head.headers, *headers])
         out = h2_response_head(head, sid)
         try:
             self._record_error(kind, status, message)

@@ -237,3 +237,27 @@ async def test_openai_sdk_with_a_token_as_api_key_records_the_identity(tmp_path:
     assert (record.policy, record.policy_rule, record.status) == ("allow", "dev-chat", 200)
     started = [s.frame.event for s in iter_frames(data_dir) if isinstance(s.frame.event, ExchangeStarted)]
     assert all(event.identity.subject == "alice" for event in started)
+
+
+async def test_http2_streams_authenticate_and_are_decided_like_http1(tmp_path: Path, mock: MockLlm) -> None:
+    dev = RSA.sign(claims(sub="alice", groups=["dev"]))
+    async with gateway(tmp_path, mock) as gw, httpx.AsyncClient(http1=False, http2=True, timeout=10) as http:
+        url = f"http://127.0.0.1:{gw.port}/v1/chat/completions"  # h2c with prior knowledge
+        chat = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
+        answers = await asyncio.gather(
+            http.post(url, json=chat, headers={"Authorization": f"Bearer {dev}"}),
+            http.post(url, json=chat, headers={"Authorization": "Bearer forged.token.here"}),
+            http.post(url, json={**chat, "model": "mock-big"}, headers={"Authorization": f"Bearer {dev}"}),
+            http.post(url, json=chat),
+        )
+        assert all(answer.http_version == "HTTP/2" for answer in answers)
+        assert [answer.status_code for answer in answers] == [200, 401, 403, 401]
+        assert answers[1].headers["www-authenticate"] == 'Bearer error="invalid_token"'
+        assert mock.requests == 1
+        sent = [v for n, v in mock.last_request_headers if n.lower() == b"authorization"]
+        assert sent == [f"Bearer {UPSTREAM_SECRET}".encode()]
+    data_dir = tmp_path / "data"
+    ok = await record_of(data_dir, answers[0].headers["x-wardgate-exchange"])
+    assert (ok.identity.subject, ok.policy, ok.policy_rule) == ("alice", "allow", "dev-chat")
+    denied = await record_of(data_dir, answers[2].headers["x-wardgate-exchange"])
+    assert (denied.identity.subject, denied.policy_rule, denied.status) == ("alice", "no-big-models", 403)

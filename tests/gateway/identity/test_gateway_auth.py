@@ -52,13 +52,13 @@ RULES = [
 
 
 @asynccontextmanager
-async def gateway(tmp_path: Path, mock: MockLlm) -> AsyncIterator[Gateway]:
+async def gateway(tmp_path: Path, mock: MockLlm, admin_listen: str = "") -> AsyncIterator[Gateway]:
     (tmp_path / "jwks.json").write_bytes(jwks(RSA))
     (tmp_path / "upstream.key").write_text(UPSTREAM_SECRET + "\n")
     config = make_config(tmp_path / "data", mock.port, max_head_bytes=2 * 1024 * 1024)
     config = msgspec.structs.replace(
         config,
-        admin=AdminConfig(listen=""),
+        admin=AdminConfig(listen=admin_listen),
         auth=AuthConfig(
             oidc=OidcConfig(
                 issuer=ISSUER,
@@ -261,3 +261,20 @@ async def test_http2_streams_authenticate_and_are_decided_like_http1(tmp_path: P
     assert (ok.identity.subject, ok.policy, ok.policy_rule) == ("alice", "allow", "dev-chat")
     denied = await record_of(data_dir, answers[2].headers["x-wardgate-exchange"])
     assert (denied.identity.subject, denied.policy_rule, denied.status) == ("alice", "no-big-models", 403)
+
+
+async def test_the_admin_console_accepts_the_same_tokens_and_keys(tmp_path: Path, mock: MockLlm) -> None:
+    auditor = RSA.sign(claims(sub="carol", groups=["auditors"]))
+    dev = RSA.sign(claims(sub="alice", groups=["dev"]))
+    async with (
+        gateway(tmp_path, mock, admin_listen="127.0.0.1:0") as gw,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        assert gw.admin_address is not None
+        host, port = gw.admin_address
+        url = f"http://{host}:{port}/api/sessions"
+        assert (await http.get(url, headers={"Authorization": f"Bearer {auditor}"})).status_code == 200
+        assert (await http.get(url, headers={"Authorization": f"Bearer {dev}"})).status_code == 403
+        assert (await http.get(url, headers={"Authorization": f"Bearer {CI_KEY}"})).status_code == 403
+        assert (await http.get(url, headers={"Authorization": "Bearer forged.token.x"})).status_code == 401
+        assert (await http.get(url)).status_code == 401

@@ -4,7 +4,7 @@ Control plane only (Starlette on uvicorn, in the gateway's event loop). It reads
 writes nothing but ``ConsoleAccess`` frames through the gateway's recorder.
 """
 
-from gateway.console._auth import Access, ApiKeyCredentials, Credentials, Role, Unauthenticated
+from gateway.console._auth import Access, Credentials, Role, Unauthenticated
 from gateway.console._listener import AdminListener
 
-__all__ = ["Access", "AdminListener", "ApiKeyCredentials", "Credentials", "Role", "Unauthenticated"]
+__all__ = ["Access", "AdminListener", "Credentials", "Role", "Unauthenticated"]

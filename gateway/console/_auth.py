@@ -8,18 +8,15 @@ an ``HTTPException`` the app turns into a JSON problem.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from gateway.identity.apikeys import ApiKey, verify_api_key
 from gateway.identity.authenticator import Unauthenticated  # one refusal type: the data plane's Authenticator
 from parsers.events import Headers, Identity
-
-_MAX_AUTHORIZATION_BYTES = 16 * 1024
 
 
 class Role(enum.Enum):
@@ -36,27 +33,6 @@ class Credentials(Protocol):
             Unauthenticated: missing, malformed or refused credentials.
         """
         ...
-
-
-class ApiKeyCredentials:
-    """Service API keys only (``Authorization: Bearer wg_...``)."""
-
-    def __init__(self, api_keys: Sequence[ApiKey]) -> None:
-        self.api_keys = tuple(api_keys)
-
-    async def authenticate(self, headers: Headers, tls_peer_subject: str = "") -> Identity:
-        values = [value for name, value in headers if name.lower() == b"authorization"]
-        if len(values) != 1:
-            raise Unauthenticated("send exactly one Authorization: Bearer <token>")
-        if len(values[0]) > _MAX_AUTHORIZATION_BYTES:
-            raise Unauthenticated("token too large")
-        scheme, _, token = values[0].strip().partition(b" ")
-        if scheme.lower() != b"bearer" or not token.strip().isascii():
-            raise Unauthenticated("expected Authorization: Bearer <token>")
-        identity = verify_api_key(token.strip().decode("ascii"), self.api_keys)
-        if identity is None:
-            raise Unauthenticated("unknown API key")
-        return identity
 
 
 @dataclass(frozen=True)
@@ -114,4 +90,4 @@ class Access:
         return identity
 
 
-__all__ = ["Access", "ApiKeyCredentials", "Credentials", "Role", "Unauthenticated"]
+__all__ = ["Access", "Credentials", "Role", "Unauthenticated"]

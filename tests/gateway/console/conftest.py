@@ -12,9 +12,8 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from gateway.config import AdminConfig
-from gateway.console import ApiKeyCredentials
-from gateway.identity.apikeys import ApiKey, hash_api_key, new_api_key
+from gateway.config import AdminConfig, ApiKeyConfig, AuthConfig, PolicyConfig, PolicyRule
+from gateway.identity.apikeys import hash_api_key, new_api_key
 from gateway.mock_llm import MockLlm, MockLlmConfig
 from gateway.server import Gateway, running
 from parsers.events import ConsoleAccess
@@ -25,11 +24,17 @@ from tests.gateway.conftest import make_config
 AUDITOR_KEY = new_api_key()
 DEVELOPER_KEY = new_api_key()
 METRICS_KEY = new_api_key()
-KEYS = [
-    ApiKey(name="alice-auditor", hash=hash_api_key(AUDITOR_KEY), groups=("staff", "auditors")),
-    ApiKey(name="dave-developer", hash=hash_api_key(DEVELOPER_KEY), groups=("developers",)),
-    ApiKey(name="prometheus", hash=hash_api_key(METRICS_KEY), groups=("metrics",)),
-]
+# The same [[auth.api_keys]] serve the data plane and the admin listener.
+AUTH = AuthConfig(
+    api_keys=[
+        ApiKeyConfig(name="alice-auditor", hash=hash_api_key(AUDITOR_KEY), groups=["staff", "auditors"]),
+        ApiKeyConfig(name="dave-developer", hash=hash_api_key(DEVELOPER_KEY), groups=["developers"]),
+        ApiKeyConfig(name="prometheus", hash=hash_api_key(METRICS_KEY), groups=["metrics"]),
+    ]
+)
+DEVELOPERS_MAY_CHAT = PolicyConfig(
+    rules=[PolicyRule(name="developers", effect="allow", groups=["developers"])]
+)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -52,11 +57,10 @@ class Console:
         return await self.admin.get(url, params=params, headers=self.auditor)
 
     async def chat(self, session: str, prompt: str, *, stream: bool = False, model: str = "mock-gpt") -> str:
-        """One chat completion through the gateway; returns its exchange id."""
+        """One chat completion through the gateway, as dave-developer; returns its exchange id."""
         body = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": stream}
-        response = await self.proxy.post(
-            "/v1/chat/completions", json=body, headers={"X-Wardgate-Session": session}
-        )
+        headers = {"X-Wardgate-Session": session, **bearer(DEVELOPER_KEY)}
+        response = await self.proxy.post("/v1/chat/completions", json=body, headers=headers)
         assert response.status_code == 200
         return response.headers["X-Wardgate-Exchange"]
 
@@ -87,8 +91,10 @@ async def console(tmp_path_factory: pytest.TempPathFactory, mock_llm: MockLlm) -
     sessions of its own names and words of its own, so they do not see each other's traffic."""
     data_dir = tmp_path_factory.mktemp("console") / "data"
     config = make_config(data_dir, mock_llm.port)
-    config = msgspec.structs.replace(config, admin=AdminConfig(listen="127.0.0.1:0"))
-    async with asyncio.timeout(600), running(config, credentials=ApiKeyCredentials(KEYS)) as gw:
+    config = msgspec.structs.replace(
+        config, admin=AdminConfig(listen="127.0.0.1:0"), auth=AUTH, policy=DEVELOPERS_MAY_CHAT
+    )
+    async with asyncio.timeout(600), running(config) as gw:
         assert gw.admin_address is not None
         async with (
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.admin_address[1]}", timeout=10) as admin,

@@ -11,11 +11,10 @@ import pytest
 import trustme
 
 from gateway.config import AdminConfig
-from gateway.console import ApiKeyCredentials
 from gateway.mock_llm import MockLlm
 from gateway.server import running
 from tests.gateway.conftest import make_config
-from tests.gateway.console.conftest import AUDITOR_KEY, KEYS, bearer
+from tests.gateway.console.conftest import AUDITOR_KEY, AUTH, bearer
 from tests.gateway.test_tls import trusting, write_cert
 
 
@@ -24,8 +23,8 @@ async def test_the_console_over_tls(tmp_path: Path, mock_llm: MockLlm) -> None:
     ca = trustme.CA()
     cert_file, key_file = write_cert(ca.issue_cert("127.0.0.1"), tmp_path / "tls", "admin")
     admin = AdminConfig(listen="127.0.0.1:0", tls_cert=str(cert_file), tls_key=str(key_file))
-    config = msgspec.structs.replace(make_config(tmp_path / "data", mock_llm.port), admin=admin)
-    async with asyncio.timeout(60), running(config, credentials=ApiKeyCredentials(KEYS)) as gw:
+    config = msgspec.structs.replace(make_config(tmp_path / "data", mock_llm.port), admin=admin, auth=AUTH)
+    async with asyncio.timeout(60), running(config) as gw:
         assert gw.admin_address is not None
         base = f"https://127.0.0.1:{gw.admin_address[1]}"
         async with httpx.AsyncClient(verify=trusting(ca), timeout=10) as client:

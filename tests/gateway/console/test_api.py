@@ -70,7 +70,9 @@ async def test_every_call_leaves_its_audit_frame(console: Console) -> None:
     for template, action in AUDITED:
         before = len(console.audit_frames())
         path = template.format(session="s-audit", exchange=exchange)
-        params = {"text": "auditors", "user": "anonymous"} if action in ("search", "list_sessions") else {}
+        params = (
+            {"text": "auditors", "user": "dave-developer"} if action in ("search", "list_sessions") else {}
+        )
         response = await console.get(path, **params)
         assert response.status_code == 200
         # The frame is on disk before the answer is sent.
@@ -173,9 +175,10 @@ async def test_filters(console: Console) -> None:
     assert await sessions(model="other-*") == ["s-other"]
     assert await sessions(text="fox", status="200") == ["s-plain"]
     assert await sessions(text="fox", status="404") == []
-    assert await sessions(text="fox", user="anonymous") == ["s-plain"]
+    assert await sessions(text="fox", user="dave-developer") == ["s-plain"]
     assert await sessions(text="fox", user="alice") == []
-    assert await sessions(text="fox", group="auditors") == []  # the data plane's callers are anonymous
+    assert await sessions(text="fox", group="developers") == ["s-plain"]
+    assert await sessions(text="fox", group="auditors") == []
     assert await sessions(text="fox", since="1h") == ["s-plain"]
     assert await sessions(text="fox", until="2000-01-01T00:00:00") == []
     found = (await console.get("/api/exchanges", text="lazy", session="s-other", path="/v1/chat")).json()

@@ -145,7 +145,7 @@ async def test_log_in_find_open_and_replay(console: Console, browser: WebDriver)
     text, masked = await in_thread(session_card)
     assert "explain [MASKED:openai_api_key] rotation" in text
     assert ANSWER in text
-    assert "via none" in text  # the identity line (anonymous callers on this data plane)
+    assert "dave-developer via api-key · groups developers" in text  # who made the exchange
     assert masked == ["[MASKED:openai_api_key]"]
     await in_thread(lambda: screenshot(browser, "console-session.png"))
 

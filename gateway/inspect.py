@@ -528,7 +528,9 @@ def write_raw(frames: list[Frame], out: TextIO, *, with_head: bool) -> None:
     sink = out.buffer
     out.flush()
     if with_head and head is not None:
-        sink.write(b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason))
+        # The version the client got: "HTTP/2 200" (no reason phrase in HTTP/2), "HTTP/1.1 200 OK".
+        status = b"HTTP/%s %d" % (head.http_version, head.status)
+        sink.write(status + b" " + head.reason + b"\r\n" if head.reason else status + b"\r\n")
         for name, value in head.headers:
             sink.write(name + b": " + value + b"\r\n")
         sink.write(b"\r\n")

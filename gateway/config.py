@@ -29,6 +29,7 @@ class ListenerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tls_client_ca: str = ""  # PEM CA bundle: clients must present a certificate it verifies (mTLS)
     upstream_ca: str = ""  # PEM CA bundle for an https:// upstream instead of the system store
     upstream_insecure: bool = False  # https:// upstream without certificate verification (logged loudly)
+    upstream_protocol: Literal["http1", "h2"] = "http1"  # h2: multiplexed (ALPN h2 over TLS, else h2c)
 
 
 class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

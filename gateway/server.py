@@ -25,6 +25,7 @@ from gateway.config import Config, ConfigError, parse_upstream, split_host_port
 from gateway.console import AdminListener, Credentials
 from gateway.dispatch import AnyConnection, accept
 from gateway.h2_connection import H2ClientConnection
+from gateway.h2_upstream import H2UpstreamPool
 from gateway.identity.access import AccessControl
 from gateway.ids import new_id
 from gateway.indexer import FollowerProcess
@@ -33,7 +34,7 @@ from gateway.proxy import ProxyContext
 from gateway.recorder import Recorder
 from gateway.retention import retention_loop
 from gateway.sessions import SessionTracker
-from gateway.tls import ServerTls, upstream_context
+from gateway.tls import ALPN_H2, UPSTREAM_ALPN, ServerTls, upstream_context
 from gateway.upstream import UpstreamPool
 from parsers.events import GatewayStarted
 from storage.index import SqliteIndex, index_path
@@ -131,7 +132,10 @@ class Gateway:
                 )
             self._upstream_tls.append(
                 upstream_context(
-                    ca_file=listener.upstream_ca, insecure=listener.upstream_insecure, field=field
+                    ca_file=listener.upstream_ca,
+                    insecure=listener.upstream_insecure,
+                    field=field,
+                    alpn=(ALPN_H2,) if listener.upstream_protocol == "h2" else UPSTREAM_ALPN,
                 )
             )
 
@@ -283,7 +287,15 @@ class Gateway:
             limits=limits,
             recorder=recorder,
             sessions=sessions,
-            pool=UpstreamPool(
+            pool=H2UpstreamPool(
+                upstream.host,
+                upstream.port,
+                connect_timeout_s=limits.upstream_connect_timeout_s,
+                max_head_bytes=limits.max_head_bytes,
+                tls=self._upstream_tls[i],
+            )
+            if listener.upstream_protocol == "h2"
+            else UpstreamPool(
                 upstream.host,
                 upstream.port,
                 connect_timeout_s=limits.upstream_connect_timeout_s,

@@ -196,7 +196,9 @@ class ServerTls:
             ssl_object.context = current
 
 
-def upstream_context(*, ca_file: str, insecure: bool, field: str) -> ssl.SSLContext:
+def upstream_context(
+    *, ca_file: str, insecure: bool, field: str, alpn: tuple[str, ...] = UPSTREAM_ALPN
+) -> ssl.SSLContext:
     """The client context for an ``https://`` upstream: verified against the system store or ``ca_file``.
 
     Raises:
@@ -213,7 +215,7 @@ def upstream_context(*, ca_file: str, insecure: bool, field: str) -> ssl.SSLCont
             raise ConfigError(f"{field}.upstream_ca: cannot load {ca_file}: {exc}") from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    ctx.set_alpn_protocols(list(UPSTREAM_ALPN))
+    ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 

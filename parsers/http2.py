@@ -243,6 +243,11 @@ class Http2Connection:
         return stream_id not in self._outbound
 
     @property
+    def peer_max_concurrent_streams(self) -> int:
+        """The peer's SETTINGS_MAX_CONCURRENT_STREAMS (unlimited until its SETTINGS arrive)."""
+        return int(self._h2.remote_settings.max_concurrent_streams)
+
+    @property
     def highest_stream_id(self) -> int:
         """The highest stream id the peer opened."""
         return int(self._h2.highest_inbound_stream_id)

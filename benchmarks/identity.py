@@ -1,4 +1,5 @@
-"""The cost of the identity checks per request: a full token verification, a cached one, an API key.
+"""The cost of the identity checks per request: a full token verification, a cached one, an API key,
+and the whole per-request path of ``AccessControl`` (authenticate, policy decision, credential swap).
 
 In-process and single-threaded: ``python -m benchmarks.identity [--n N]`` prints microseconds per
 check. Keys come from an in-memory JWKS through the real ``JwksCache``; nothing here touches the network.
@@ -17,9 +18,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwk, jwt
 
+from gateway.config import (
+    ApiKeyConfig,
+    AuthConfig,
+    Config,
+    PolicyConfig,
+    PolicyRule,
+    UpstreamCredentialConfig,
+)
+from gateway.identity.access import AccessControl
 from gateway.identity.apikeys import ApiKey, hash_api_key, new_api_key, verify_api_key
 from gateway.identity.jwks import JwksCache
 from gateway.identity.jwt_verify import TokenVerifier, VerifierConfig
+from parsers.events import RequestHead
 
 ISSUER = "https://idp.bench.test"
 
@@ -54,7 +65,45 @@ async def measure(n: int) -> list[Figure]:
         return verify_api_key(keys[i % len(keys)], configured)
 
     figures.append(await _timed("api key (20 configured)", n, check_key))
+    figures.append(await _access_path(n, keys[0], configured[0].hash))
     return figures
+
+
+async def _access_path(n: int, key: str, key_hash: str) -> Figure:
+    """The proxy's work per request with auth on: authenticate, decide on the JSON body, rewrite the head."""
+    rules = [
+        PolicyRule(name="read-models", methods=["GET"], paths=["/v1/models", "/v1/models/*"]),
+        PolicyRule(name="no-big", effect="deny", models=["gpt-5*"]),
+        PolicyRule(
+            name="ci-chat", groups=["ci"], paths=["/v1/chat/completions"], models=["gpt-4o*"], max_tokens=512
+        ),
+    ]
+    config = Config(
+        auth=AuthConfig(api_keys=[ApiKeyConfig(name="svc0", hash=key_hash, groups=["ci"])]),
+        policy=PolicyConfig(rules=rules),
+        upstream_credential=UpstreamCredentialConfig(env="MODEL_KEY"),
+    )
+    access = AccessControl.from_config(config, {"MODEL_KEY": "sk-bench"})
+    assert access is not None
+    head = RequestHead(
+        method=b"POST",
+        target=b"/v1/chat/completions",
+        headers=[
+            (b"Host", b"gw"),
+            (b"Content-Type", b"application/json"),
+            (b"Authorization", f"Bearer {key}".encode()),
+        ],
+    )
+    body = json.dumps(
+        {"model": "gpt-4o-mini", "max_tokens": 256, "messages": [{"role": "user", "content": "hi"}]}
+    ).encode()
+
+    async def request(i: int) -> object:
+        identity = await access.authenticate(head, "")
+        access.decide(identity, head, body if access.needs_body(identity, head) else None)
+        return access.outbound(head)
+
+    return await _timed("access: key + policy + credential", n, request)
 
 
 async def _oidc(n: int, alg: str) -> list[Figure]:
@@ -95,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=2000, help="checks per path (default 2000)")
     args = parser.parse_args(argv)
     for figure in asyncio.run(measure(args.n)):
-        print(f"{figure.name:<28} {figure.us_per_op:10.1f} us/check  (n={figure.n})")
+        print(f"{figure.name:<34} {figure.us_per_op:10.1f} us/check  (n={figure.n})")
     return 0
 
 

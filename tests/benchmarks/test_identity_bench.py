@@ -13,5 +13,6 @@ async def test_identity_benchmark_reports_every_path() -> None:
         "oidc ES256 full verify",
         "oidc ES256 cached",
         "api key (20 configured)",
+        "access: key + policy + credential",
     ]
     assert all(f.n in (19, 20) and f.us_per_op > 0 for f in figures)

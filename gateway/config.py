@@ -9,6 +9,7 @@ from typing import Literal, NamedTuple
 
 import msgspec
 
+from gateway.masking import MaskingConfig, MaskingConfigError, rules_by_scope
 from gateway.protocols import DuplicateParser, available_parsers, protocol_problem
 
 Durability = Literal["strict", "batched"]
@@ -172,6 +173,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     upstream_credential: UpstreamCredentialConfig = msgspec.field(default_factory=UpstreamCredentialConfig)
+    masking: MaskingConfig = msgspec.field(default_factory=MaskingConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -326,6 +328,10 @@ def validate(config: Config) -> Config:
     if config.storage.group_commit_ms <= 0:
         raise ConfigError("storage.group_commit_ms: must be positive")
     _check_auth(config)
+    try:
+        rules_by_scope(config.masking)
+    except MaskingConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return config
 
 

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from gateway.masking import RecordMasking
 from parsers.events import Direction, RecordedEvent, Recovered, RequestHead, ResponseHead, Retention
 from storage.checkpoints import CheckpointFile, sign_checkpoint
 from storage.codec import Frame, encode_frame
@@ -81,6 +82,7 @@ class Recorder:
         retry_max_s: float = 10.0,
         observe_write_s: Callable[[float], None] = lambda seconds: None,
         observe_sync_s: Callable[[float], None] = lambda seconds: None,
+        masking: RecordMasking | None = None,
     ) -> None:
         self._log = log
         self._group_commit_s = group_commit_s
@@ -94,6 +96,7 @@ class Recorder:
         self._retry_max_s = retry_max_s
         self._observe_write = observe_write_s
         self._observe_sync = observe_sync_s
+        self.masking = masking
         self._pending: list[Frame] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -139,8 +142,13 @@ class Recorder:
             redacted = redact_headers(event.headers, self._redact_key, self._known_secrets)
             if redacted is not event.headers:
                 frame = msgspec.structs.replace(frame, event=msgspec.structs.replace(event, headers=redacted))
-        self._pending.append(frame)
-        self._submitted += 1
+        # Masking happens here, the one place every recorded frame passes, whichever relay made it.
+        if self.masking is not None and (masked := self.masking.frames(frame)) is not None:
+            self._pending += masked
+            self._submitted += len(masked)
+        else:
+            self._pending.append(frame)
+            self._submitted += 1
         if not self._wake.is_set():
             self._wake.set()
         if len(self._pending) >= self._max_pending:

@@ -29,6 +29,7 @@ from gateway.h2_upstream import H2UpstreamPool
 from gateway.identity.access import AccessControl
 from gateway.ids import new_id
 from gateway.indexer import FollowerProcess
+from gateway.masking import record_masking
 from gateway.metrics import Exposition, Histogram
 from gateway.proxy import ProxyContext
 from gateway.recorder import Recorder
@@ -210,6 +211,7 @@ class Gateway:
             retry_max_s=storage.recovery_retry_max_s,
             observe_write_s=self.write_seconds.observe,
             observe_sync_s=self.fsync_seconds.observe,
+            masking=record_masking(self.config.masking),
         )
         # First record of this process: the index closes whatever a crashed predecessor left open.
         recorder.record_gateway_event(GatewayStarted(boot_id=new_id("b_"), pid=os.getpid(), version=VERSION))

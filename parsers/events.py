@@ -233,6 +233,22 @@ class ConsoleAccess(Event, frozen=True, kw_only=True):
     client_addr: str = ""
 
 
+# --- Guardrails: what the gateway changed or held, recorded next to what it observed ----------------------
+
+
+class MaskingApplied(Event, frozen=True, kw_only=True):
+    """Masking replaced text in the frame recorded just before this one (same connection and ``seq``).
+
+    Never holds the masked text itself: only which rule, where, and how often.
+    """
+
+    rule: str
+    scope: str  # record (the log and index) | upstream (what the model got) | client (what the client got)
+    count: int
+    position: int  # byte offset in that body (as it arrived) of the first replaced text; 0 for heads
+    field: str = ""  # where: "choices[0].delta.content" in a stream, "target", or a header name
+
+
 RecordedEvent = (
     RequestHead
     | ResponseHead
@@ -254,6 +270,7 @@ RecordedEvent = (
     | GoAway
     | ConsoleAccess
     | PolicyDecision
+    | MaskingApplied
 )
 
 __all__ = [
@@ -271,6 +288,7 @@ __all__ = [
     "GoAway",
     "Headers",
     "Identity",
+    "MaskingApplied",
     "MessageEnd",
     "ParseFailed",
     "PolicyDecision",

@@ -25,6 +25,7 @@ from parsers.events import (
     GatewayStarted,
     GoAway,
     Identity,
+    MaskingApplied,
     MessageEnd,
     ParseFailed,
     PolicyDecision,
@@ -171,6 +172,7 @@ class _Open:
                 | StreamReset()
                 | GoAway()
                 | ConsoleAccess()
+                | MaskingApplied()
             ):
                 return
             case MessageEnd() | ConnectionClosed() | ParseFailed() | SseMessage() | SseComment():

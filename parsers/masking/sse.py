@@ -2,30 +2,31 @@
 
 Each delta field (chat ``choices[i].delta.content``/``reasoning``/``refusal``, a tool call's
 ``function.arguments``, completions ``choices[i].text``, Responses API ``*.delta`` events) is one text
-stream across events, masked by its own ``StreamMasker``: an event carries only the decided part of its
-delta, the undecided tail moves on to the next event of that stream. A stream is finished (its tail
-released) in the event that carries its choice's ``finish_reason``, or else in an event of its own,
-made from the stream's last event, placed before the first event that carries no delta (the finish or
-usage chunk, ``[DONE]``, a ``*.done`` event) or at the end of the body. Every other string is masked on
-its own; blocks that are not JSON events are masked as text. A block is rewritten only when something
-in it changed; otherwise its bytes pass as they came.
+stream across events, scanned as one text. Whole events are held, in order, until the text they carry
+is decided; then each goes out exactly as it came when nothing in it was masked, or with its strings
+rewritten (a secret spread over five events becomes ``[MASKED:rule]`` in the first, the rest of it
+removed from the others). A stream is finished in the event that carries its choice's ``finish_reason``,
+or before the first event that carries no delta (the finish or usage chunk, ``[DONE]``, a ``*.done``
+event), or at the end of the body. Every other string is masked on its own; blocks that are not JSON
+events are masked as text.
 
 Worst-case added delay: the incomplete event at the end of a read (events end at a blank line), plus
-per delta stream the held tail, which is at most the longest match a rule allows and in prose usually
-the last word.
+the events that carry a delta stream's undecided tail: at most the longest match a rule allows
+(``max_hold_chars`` caps it), in prose usually the last word, so typically one event.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from parsers.masking.bodies import Hit, TextMasker, mask_body
 from parsers.masking.detectors import Rule
-from parsers.masking.engine import DEFAULT_MAX_HOLD_CHARS, StreamMasker, mask_text
+from parsers.masking.engine import DEFAULT_MAX_HOLD_CHARS, Edit, TextScan, mask_text
 
 Path = tuple[str | int, ...]
 StreamKey = tuple[str | int | None, ...]
@@ -38,16 +39,61 @@ _CHOICE_TEXT = {
     ("delta", "reasoning"),
     ("delta", "refusal"),
 }
-_KEPT_NESTED = ("index", "type")  # what a made-up flush event keeps of each object on the path
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
 
 
 class _Stream:
+    """One delta field's text across events, and every edit decided in it (stream offsets)."""
+
     def __init__(self, rules: Sequence[Rule], max_hold_chars: int, label: str) -> None:
-        self.masker = StreamMasker(rules, max_hold_chars=max_hold_chars)
+        self.scan = TextScan(rules, max_hold_chars=max_hold_chars)
         self.label = label
-        self.template: tuple[dict[str, Any], Path] = ({}, ())
-        self.seen_edits = 0
+        self.length = 0  # characters fed so far
+        self.edits: list[Edit] = []
+
+    def feed(self, text: str, *, final: bool) -> tuple[int, int]:
+        """Add one event's piece; returns its span in the stream."""
+        start = self.length
+        self.length += len(text)
+        self.scan.add(text)
+        self.edits += self.scan.scan(final=final)
+        self.scan.trim()
+        return start, self.length
+
+    def finish(self) -> None:
+        self.edits += self.scan.scan(final=True)
+
+    def rendered(self, value: str, start: int, end: int) -> tuple[str, list[str]]:
+        """The piece ``value`` (stream span ``[start, end)``) as masked, and the rules that start in it."""
+        out: list[str] = []
+        rules: list[str] = []
+        at = start
+        for edit in self.edits:
+            if edit.end <= start or edit.start >= end:
+                continue
+            if edit.start >= at:
+                out.append(value[at - start : edit.start - start])
+            if edit.start >= start:
+                out.append(edit.text)
+                rules.append(edit.rule)
+            at = min(max(at, edit.end), end)
+        out.append(value[at - start :])
+        return "".join(out), rules
+
+
+class _Piece(NamedTuple):
+    token: tuple[int, int]  # span of the string token in the event data
+    value: str
+    stream: _Stream | None  # None: a string masked on its own
+    span: tuple[int, int]  # in the stream
+    label: str
+
+
+class _Event(NamedTuple):
+    block: bytes
+    offset: int  # body offset of the block
+    data: bytes  # the JSON data, when the block is one plain JSON event
+    pieces: list[_Piece]
 
 
 class SseMasker:
@@ -66,6 +112,7 @@ class SseMasker:
         self._buf = bytearray()
         self._offset = 0  # body offset of _buf[0]
         self._streams: dict[StreamKey, _Stream] = {}
+        self._events: deque[_Event] = deque()  # complete events not yet released, in order
         self._hits: list[tuple[Hit, str]] = []  # with the stream or field it was in
 
     def take_hits(self) -> list[Hit]:
@@ -89,14 +136,15 @@ class SseMasker:
             del buf[:start]
             self._offset += start
         if len(buf) > self._max_event:
-            # No event is this large: mask what is held as text on its own and stop holding it.
+            # No event is this large: finish what is open, mask what is held as text, stop holding it.
+            out += self._finish_streams()
             out += self._text(bytes(buf), self._offset)
             self._offset += len(buf)
             buf.clear()
         return bytes(out)
 
     def finish(self) -> bytes:
-        out = bytearray(self._flush_streams())
+        out = bytearray(self._finish_streams())
         if self._buf:
             out += self._text(bytes(self._buf), self._offset)
             self._offset += len(self._buf)
@@ -114,65 +162,70 @@ class SseMasker:
             except msgspec.DecodeError:
                 doc = None
         if not isinstance(doc, dict) or data is None:
-            return self._flush_streams() + self._text(block, offset)
-        strings = list(_string_values(data))
-        keys = [_stream_key(doc, path) for path, _, _ in strings]
+            return self._finish_streams() + self._text(block, offset)
+        strings = [(path, start, end, _stream_key(doc, path)) for path, start, end in _string_values(data)]
         out = bytearray()
-        if all(key is None for key in keys):
-            out += self._flush_streams()
+        if all(key is None for *_, key in strings):
+            out += self._finish_streams()
         finished = _finished_choices(doc)
-        pieces: list[bytes] = []
-        at = 0
-        changed = False
-        for (path, start, end), key in zip(strings, keys, strict=True):
+        pieces: list[_Piece] = []
+        for path, start, end, key in strings:
             value = msgspec.json.decode(data[start:end])
             if not isinstance(value, str):
                 continue
-            if key is None:
-                masked, edits = mask_text(self._rules, value)
-                self._hits += [(Hit(e.rule, offset), _label(path)) for e in edits]
-            else:
-                masked = self._delta(key, path, doc, value, offset, final=key[1] in finished)
-            if masked != value:
-                changed = True
-                pieces += [data[at:start], msgspec.json.encode(masked)]
-                at = end
-        if not changed:
-            return bytes(out) + block
-        pieces.append(data[at:])
-        out += _event_block(block, b"".join(pieces))
-        return bytes(out)
+            stream: _Stream | None = None
+            span = (0, len(value))
+            if key is not None:
+                stream = self._streams.get(key)
+                if stream is None:
+                    stream = self._streams[key] = _Stream(self._rules, self._max_hold, _label(path))
+                span = stream.feed(value, final=key[1] in finished)
+                if key[1] in finished:
+                    del self._streams[key]
+            pieces.append(_Piece((start, end), value, stream, span, _label(path)))
+        self._events.append(_Event(block, offset, data, pieces))
+        return bytes(out + self._release())
 
-    def _delta(
-        self, key: StreamKey, path: Path, doc: dict[str, Any], value: str, offset: int, *, final: bool
-    ) -> str:
-        stream = self._streams.get(key)
-        if stream is None:
-            stream = self._streams[key] = _Stream(self._rules, self._max_hold, _label(path))
-        stream.template = (doc, path)
-        masked = stream.masker.feed(value)
-        if final:
-            masked += stream.masker.finish()
-            del self._streams[key]
-        self._note_edits(stream, offset)
-        return masked
-
-    def _note_edits(self, stream: _Stream, offset: int) -> None:
-        edits = stream.masker.edits
-        self._hits += [(Hit(e.rule, offset), stream.label) for e in edits[stream.seen_edits :]]
-        stream.seen_edits = len(edits)
-
-    def _flush_streams(self) -> bytes:
-        """Finish every open delta stream; each held tail goes out in an event of its own."""
+    def _release(self) -> bytes:
+        """Every event at the head of the queue whose delta text is all decided, masked or as it came."""
         out = bytearray()
-        for stream in self._streams.values():
-            tail = stream.masker.finish()
-            self._note_edits(stream, self._offset)
-            if tail:
-                doc, path = stream.template
-                out += b"data: " + msgspec.json.encode(_flush_event(doc, path, tail)) + b"\n\n"
-        self._streams.clear()
+        events = self._events
+        while events and all(
+            piece.stream is None or piece.stream.scan.decided >= piece.span[1] for piece in events[0].pieces
+        ):
+            out += self._render(events.popleft())
         return bytes(out)
+
+    def _render(self, event: _Event) -> bytes:
+        changed: list[tuple[tuple[int, int], str]] = []
+        for piece in event.pieces:
+            if piece.stream is None:
+                masked, edits = mask_text(self._rules, piece.value)
+                rules = [edit.rule for edit in edits]
+            else:
+                masked, rules = piece.stream.rendered(piece.value, *piece.span)
+            self._hits += [(Hit(rule, event.offset), piece.label) for rule in rules]
+            if masked != piece.value:
+                changed.append((piece.token, masked))
+        if not changed:
+            return event.block
+        parts: list[bytes] = []
+        at = 0
+        for (start, end), masked in changed:
+            parts += [event.data[at:start], msgspec.json.encode(masked)]
+            at = end
+        parts.append(event.data[at:])
+        return _event_block(event.block, b"".join(parts))
+
+    def _finish_streams(self) -> bytes:
+        """Finish every open delta stream and release every held event."""
+        for stream in self._streams.values():
+            stream.finish()
+        self._streams.clear()
+        out = self._release()
+        if self._events:  # cannot happen: finished streams are decided to their end
+            raise AssertionError("sse masker: events held after every stream finished")
+        return out
 
     def _text(self, block: bytes, offset: int) -> bytes:
         masker = TextMasker(self._rules, max_hold_chars=len(block) + 1, start_offset=offset)
@@ -264,30 +317,6 @@ def _finished_choices(doc: dict[str, Any]) -> set[Any]:
     return {
         c.get("index", i) for i, c in enumerate(choices) if isinstance(c, dict) and c.get("finish_reason")
     }
-
-
-def _flush_event(doc: dict[str, Any], path: Path, text: str) -> dict[str, Any]:
-    """An event like ``doc`` carrying only ``text`` at ``path``: its top-level scalars, and on the way
-    down each object's index/id/type (a chat choice gets ``finish_reason: null``)."""
-    out: dict[str, Any] = {k: v for k, v in doc.items() if not isinstance(v, dict | list) and k != path[0]}
-    node: Any = out
-    source: Any = doc
-    for step, following in zip(path, (*path[1:], None), strict=True):
-        source = source[step]
-        if following is None:
-            child: Any = text
-        elif isinstance(following, int):
-            child = []
-        else:
-            child = {k: source[k] for k in _KEPT_NESTED if k in source} if isinstance(source, dict) else {}
-            if isinstance(source, dict) and "finish_reason" in source:
-                child["finish_reason"] = None
-        if isinstance(node, list):
-            node.append(child)
-        else:
-            node[step] = child
-        node = child
-    return out
 
 
 def _label(path: Path) -> str:

@@ -17,6 +17,7 @@ from parsers.events import (
     GatewayStarted,
     GoAway,
     Identity,
+    MaskingApplied,
     MessageEnd,
     ParseFailed,
     PolicyDecision,
@@ -139,6 +140,15 @@ events: st.SearchStrategy[RecordedEvent] = st.one_of(
         identity=identities,
         status=st.integers(0, 599),
     ),
+    st.builds(
+        MaskingApplied,
+        stream_id=small,
+        rule=st.text(max_size=20),
+        scope=st.sampled_from(["record", "client"]),
+        count=small,
+        position=small,
+        field=st.text(max_size=20),
+    ),
 )
 
 frames = st.builds(
@@ -158,4 +168,4 @@ def test_decode_of_encode_is_identity(frame: Frame) -> None:
 
 
 def test_every_event_type_is_covered() -> None:
-    assert len(RecordedEvent.__args__) == 20  # a new event type needs a strategy above
+    assert len(RecordedEvent.__args__) == 21  # a new event type needs a strategy above

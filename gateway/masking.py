@@ -1,0 +1,338 @@
+"""Masking in the record scope: frames on their way to the log lose every secret the rules find.
+
+The recorder calls ``RecordMasking.frames()`` for every frame before queueing it, so no path that
+records (the h11 relay, a fast relay, HTTP/2) can put a raw secret into the log, and the index, which
+is built from the log alone, never sees one either. Per body (connection, exchange, direction, stream)
+a streaming masker holds back only the tail that could still become a match:
+
+- a ``bodychunk`` frame keeps its ``seq`` and arrival time and carries what is decided by then (possibly
+  nothing); bytes held back appear in a later chunk of the same body;
+- at ``messageend`` (or ``exchangeended``, for a body that never ended) the rest is flushed into one more
+  ``bodychunk`` frame with that frame's ``seq`` and time, recorded just before it;
+- each frame where something was replaced is followed by ``maskingapplied`` frames (rule, count, first
+  position; same ``seq``).
+
+gzip/deflate bodies are decoded before masking; the recorded head then names the coding as
+``X-Wardgate-Masked-Content-Encoding`` so the record stays consistent (the client still got the bytes
+the upstream sent).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+import regex
+
+from parsers.events import (
+    BodyChunk,
+    Direction,
+    ExchangeEnded,
+    Headers,
+    MaskingApplied,
+    MessageEnd,
+    RequestHead,
+    ResponseHead,
+)
+from parsers.masking import (
+    BUILTIN,
+    DEFAULT_MAX_HOLD_CHARS,
+    DEFAULT_TEMPLATE,
+    BodyMasker,
+    JsonMasker,
+    Rule,
+    RuleError,
+    SseMasker,
+    TextMasker,
+    custom_rule,
+    mask_text,
+)
+from storage.codec import Frame
+
+RECORD: Final = "record"
+UPSTREAM: Final = "upstream"
+CLIENT: Final = "client"
+SCOPES: Final = (RECORD, UPSTREAM, CLIENT)
+MASKED_ENCODING_FIELD: Final = b"X-Wardgate-Masked-Content-Encoding"
+_DECODABLE: Final = {b"gzip": 31, b"x-gzip": 31, b"deflate": 15}  # zlib wbits per coding
+MAX_OPEN_BODIES: Final = 100_000  # beyond this the oldest body's held tail is dropped (never written raw)
+
+_BodyKey = tuple[str, str, int, int]  # conn_id, exchange_id, direction, stream_id
+
+
+class CustomRuleConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    pattern: (
+        str  # a regular expression (the ``regex`` module); a named group ``secret`` limits the replacement
+    )
+    replacement: str = DEFAULT_TEMPLATE  # "{rule}" is the name; \1 and \g<name> are groups of the match
+    scopes: list[str] = msgspec.field(default_factory=lambda: [RECORD])
+
+
+class MaskingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    disabled: list[str] = msgspec.field(default_factory=list)  # built-in detectors turned off, by name
+    scopes: dict[str, list[str]] = msgspec.field(default_factory=dict)  # detector -> scopes; default record
+    rules: list[CustomRuleConfig] = msgspec.field(default_factory=list)
+    max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS  # longest text a stream holds back while a match may form
+
+
+class MaskingConfigError(ValueError):
+    """A masking setting that cannot work; the message names the field (``masking.rules[0].pattern``)."""
+
+
+def rules_by_scope(config: MaskingConfig) -> dict[str, list[Rule]]:
+    """The rules that apply in each scope, built-ins first (in their documented order), then custom rules.
+
+    Raises:
+        MaskingConfigError: an unknown detector or scope, or a custom rule that does not compile.
+    """
+    out: dict[str, list[Rule]] = {scope: [] for scope in SCOPES}
+    if config.max_hold_chars < 256:
+        raise MaskingConfigError("masking.max_hold_chars: must be at least 256")
+    for name in [*config.disabled, *config.scopes]:
+        if name not in BUILTIN:
+            raise MaskingConfigError(
+                f"masking: unknown detector {name!r}; built-ins are {', '.join(BUILTIN)}"
+            )
+    for name, scopes in config.scopes.items():
+        _check_scopes(scopes, f"masking.scopes.{name}")
+    for i, custom in enumerate(config.rules):
+        _check_scopes(custom.scopes, f"masking.rules[{i}].scopes")
+    if not config.enabled:
+        return out
+    for name, rule in BUILTIN.items():
+        if name not in config.disabled:
+            for scope in config.scopes.get(name, [RECORD]):
+                out[scope].append(rule)
+    for i, custom in enumerate(config.rules):
+        try:
+            rule = custom_rule(custom.name, custom.pattern, custom.replacement)
+        except RuleError as exc:
+            raise MaskingConfigError(f"masking.rules[{i}]: {exc}") from None
+        for scope in custom.scopes:
+            out[scope].append(rule)
+    return out
+
+
+def record_masking(config: MaskingConfig) -> RecordMasking | None:
+    """What the recorder masks, or None when no rule applies in the record scope (config validated)."""
+    rules = rules_by_scope(config)[RECORD]
+    return RecordMasking(rules, max_hold_chars=config.max_hold_chars) if rules else None
+
+
+def _check_scopes(scopes: list[str], field: str) -> None:
+    for scope in scopes:
+        if scope not in SCOPES:
+            raise MaskingConfigError(f"{field}: unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
+
+
+def body_masker(rules: Sequence[Rule], content_type: bytes, *, max_hold_chars: int) -> BodyMasker:
+    """The masker for a body of this content type: SSE, JSON, or byte-for-byte text."""
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    if kind == b"text/event-stream":
+        return SseMasker(rules, max_hold_chars=max_hold_chars)
+    if kind.endswith(b"json"):
+        return JsonMasker(rules, max_hold_chars=max_hold_chars)
+    return TextMasker(rules, max_hold_chars=max_hold_chars)
+
+
+class _Body:
+    __slots__ = ("inflate", "masker")
+
+    def __init__(self, masker: BodyMasker, inflate: zlib._Decompress | None) -> None:
+        self.masker = masker
+        self.inflate = inflate
+
+    def feed(self, data: bytes) -> bytes:
+        if self.inflate is not None:
+            try:
+                data = self.inflate.decompress(data)
+            except zlib.error:
+                self.inflate = None  # not what the head said: mask the bytes as they are
+        return self.masker.feed(data)
+
+    def finish(self) -> bytes:
+        out = b""
+        if self.inflate is not None:
+            try:
+                out = self.masker.feed(self.inflate.flush())
+            except zlib.error:
+                self.inflate = None
+        return out + self.masker.finish()
+
+
+class RecordMasking:
+    """Masks what is recorded: heads (target, header values), and bodies as they stream."""
+
+    def __init__(self, rules: Sequence[Rule], *, max_hold_chars: int, scope: str = RECORD) -> None:
+        self._rules = list(rules)
+        self._max_hold = max_hold_chars
+        self._scope = scope
+        # One pass over a head finds whether any rule could apply; most heads have nothing to mask.
+        self._any = (
+            regex.compile("|".join(f"(?:{rule.pattern.pattern})" for rule in rules)) if rules else None
+        )
+        self._pending: dict[_BodyKey, tuple[bytes, int | None]] = {}  # content type, coding, from a head
+        self._bodies: dict[_BodyKey, _Body] = {}
+        self.masked: dict[str, int] = {}  # replacements by rule, for metrics
+        self.dropped_bodies = 0  # bodies whose held tail was dropped because too many were open
+
+    @property
+    def open_bodies(self) -> int:
+        return len(self._bodies)
+
+    def frames(self, frame: Frame) -> list[Frame] | None:
+        """The frames to record instead of ``frame``, or None to record it as it is."""
+        event = frame.event
+        match event:
+            case BodyChunk():
+                return self._chunk(frame, event)
+            case MessageEnd():
+                body = self._bodies.pop(self._key(frame), None)
+                self._pending.pop(self._key(frame), None)
+                return None if body is None else [*self._flushed(frame, body, event.stream_id), frame]
+            case RequestHead() | ResponseHead():
+                return self._head(frame, event)
+            case ExchangeEnded():
+                return self._exchange_ended(frame)
+            case _:
+                return None
+
+    def _key(self, frame: Frame) -> _BodyKey:
+        return (frame.conn_id, frame.exchange_id, int(frame.direction), frame.event.stream_id)
+
+    def _chunk(self, frame: Frame, event: BodyChunk) -> list[Frame]:
+        key = self._key(frame)
+        body = self._bodies.get(key)
+        if body is None:
+            content_type, wbits = self._pending.pop(key, (b"", None))
+            masker = body_masker(self._rules, content_type, max_hold_chars=self._max_hold)
+            body = self._bodies[key] = _Body(masker, None if wbits is None else zlib.decompressobj(wbits))
+            if len(self._bodies) > MAX_OPEN_BODIES:  # exchanges that never ended (a cancelled task)
+                del self._bodies[next(iter(self._bodies))]
+                self.dropped_bodies += 1
+        data = body.feed(event.data)
+        out = [msgspec.structs.replace(frame, event=BodyChunk(stream_id=event.stream_id, data=data))]
+        out += self._applied(frame, body.masker)
+        return out
+
+    def _flushed(self, frame: Frame, body: _Body, stream_id: int) -> list[Frame]:
+        tail = body.finish()
+        out = (
+            [msgspec.structs.replace(frame, event=BodyChunk(stream_id=stream_id, data=tail))] if tail else []
+        )
+        return out + self._applied(frame, body.masker)
+
+    def _exchange_ended(self, frame: Frame) -> list[Frame] | None:
+        keys = [key for key in self._bodies if key[0] == frame.conn_id and key[1] == frame.exchange_id]
+        for key in [key for key in self._pending if key[0] == frame.conn_id and key[1] == frame.exchange_id]:
+            del self._pending[key]
+        if not keys:
+            return None
+        out: list[Frame] = []
+        for key in keys:
+            body = self._bodies.pop(key)
+            template = msgspec.structs.replace(frame, direction=Direction(key[2]))
+            out += self._flushed(template, body, key[3])
+        return [*out, frame]
+
+    def _applied(self, frame: Frame, masker: BodyMasker) -> list[Frame]:
+        if isinstance(masker, SseMasker):
+            found = masker.take_field_hits()
+        else:
+            found = [(hit, "") for hit in masker.take_hits()]
+        if not found:
+            return []
+        grouped: dict[tuple[str, str], MaskingApplied] = {}
+        for hit, field in found:
+            seen = grouped.get((hit.rule, field))
+            count = 1 if seen is None else seen.count + 1
+            position = hit.position if seen is None else seen.position
+            grouped[(hit.rule, field)] = MaskingApplied(
+                stream_id=frame.event.stream_id,
+                rule=hit.rule,
+                scope=self._scope,
+                count=count,
+                position=position,
+                field=field,
+            )
+            self.masked[hit.rule] = self.masked.get(hit.rule, 0) + 1
+        return [msgspec.structs.replace(frame, event=event) for event in grouped.values()]
+
+    def _head(self, frame: Frame, head: RequestHead | ResponseHead) -> list[Frame] | None:
+        if isinstance(head, ResponseHead) and head.status < 200:
+            return None
+        content_type = b""
+        wbits: int | None = None
+        headers = head.headers
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"content-type":
+                content_type = value
+            elif lower == b"content-encoding" and value.strip().lower() in _DECODABLE:
+                wbits = _DECODABLE[value.strip().lower()]
+        if wbits is not None:
+            headers = [
+                (MASKED_ENCODING_FIELD if name.lower() == b"content-encoding" else name, value)
+                for name, value in headers
+            ]
+        self._pending[self._key(frame)] = (content_type, wbits)
+        if len(self._pending) > MAX_OPEN_BODIES:
+            del self._pending[next(iter(self._pending))]
+        applied: list[MaskingApplied] = []
+        target = head.target if isinstance(head, RequestHead) else b""
+        if self._could_match(target, headers):
+            target = self._masked_value(target, "target", head.stream_id, applied)
+            headers = [
+                (name, self._masked_value(value, name.decode("latin-1"), head.stream_id, applied))
+                for name, value in headers
+            ]
+        if not applied and headers is head.headers:
+            return None
+        changed: RequestHead | ResponseHead
+        if isinstance(head, RequestHead):
+            changed = msgspec.structs.replace(head, target=target, headers=headers)
+        else:
+            changed = msgspec.structs.replace(head, headers=headers)
+        return [msgspec.structs.replace(frame, event=changed)] + [
+            msgspec.structs.replace(frame, event=event) for event in applied
+        ]
+
+    def _could_match(self, target: bytes, headers: Headers) -> bool:
+        if self._any is None:
+            return False
+        text = b"\n".join([target, *(value for _, value in headers)]).decode("latin-1")
+        return self._any.search(text) is not None
+
+    def _masked_value(self, value: bytes, field: str, stream_id: int, applied: list[MaskingApplied]) -> bytes:
+        masked, edits = mask_text(self._rules, value.decode("latin-1"))
+        if not edits:
+            return value
+        for rule in dict.fromkeys(edit.rule for edit in edits):
+            count = sum(1 for edit in edits if edit.rule == rule)
+            applied.append(
+                MaskingApplied(
+                    stream_id=stream_id, rule=rule, scope=self._scope, count=count, position=0, field=field
+                )
+            )
+            self.masked[rule] = self.masked.get(rule, 0) + count
+        return masked.encode("latin-1", "replace")
+
+
+__all__ = [
+    "CLIENT",
+    "MASKED_ENCODING_FIELD",
+    "RECORD",
+    "SCOPES",
+    "UPSTREAM",
+    "CustomRuleConfig",
+    "MaskingConfig",
+    "MaskingConfigError",
+    "RecordMasking",
+    "body_masker",
+    "record_masking",
+    "rules_by_scope",
+]

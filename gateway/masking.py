@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Final
 
 import msgspec
-import regex
 
 from parsers.events import (
     BodyChunk,
@@ -171,10 +170,6 @@ class RecordMasking:
         self._rules = list(rules)
         self._max_hold = max_hold_chars
         self._scope = scope
-        # One pass over a head finds whether any rule could apply; most heads have nothing to mask.
-        self._any = (
-            regex.compile("|".join(f"(?:{rule.pattern.pattern})" for rule in rules)) if rules else None
-        )
         self._pending: dict[_BodyKey, tuple[bytes, int | None]] = {}  # content type, coding, from a head
         self._bodies: dict[_BodyKey, _Body] = {}
         self.masked: dict[str, int] = {}  # replacements by rule, for metrics
@@ -302,10 +297,9 @@ class RecordMasking:
         ]
 
     def _could_match(self, target: bytes, headers: Headers) -> bool:
-        if self._any is None:
-            return False
+        """One scan over the whole head: most heads have nothing to mask, then no value is scanned alone."""
         text = b"\n".join([target, *(value for _, value in headers)]).decode("latin-1")
-        return self._any.search(text) is not None
+        return bool(mask_text(self._rules, text)[1])
 
     def _masked_value(self, value: bytes, field: str, stream_id: int, applied: list[MaskingApplied]) -> bytes:
         masked, edits = mask_text(self._rules, value.decode("latin-1"))

@@ -13,13 +13,11 @@ from __future__ import annotations
 import codecs
 import enum
 import re
-from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 import msgspec
 
-from parsers.masking.detectors import Rule
-from parsers.masking.engine import DEFAULT_MAX_HOLD_CHARS, Edit, TextScan
+from parsers.masking.engine import DEFAULT_MAX_HOLD_CHARS, Edit, Rules, TextScan
 
 
 class Hit(NamedTuple):
@@ -37,7 +35,7 @@ class TextMasker:
     """Masks a body that is not JSON, byte for byte."""
 
     def __init__(
-        self, rules: Sequence[Rule], *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS, start_offset: int = 0
+        self, rules: Rules, *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS, start_offset: int = 0
     ) -> None:
         self._scan = TextScan(rules, max_hold_chars=max_hold_chars)
         self._released = 0
@@ -98,7 +96,7 @@ class _Piece(NamedTuple):
 class _JsonString:
     """The held, undecided tail of one string value, with the raw bytes of each character."""
 
-    def __init__(self, rules: Sequence[Rule], max_hold_chars: int) -> None:
+    def __init__(self, rules: Rules, max_hold_chars: int) -> None:
         self.scan = TextScan(rules, max_hold_chars=max_hold_chars)
         self._pieces: list[_Piece] = []
         self._released = 0  # string offset (characters) released so far
@@ -151,8 +149,8 @@ class _JsonString:
 class JsonMasker:
     """Masks a JSON body fed in pieces, rewriting only inside strings."""
 
-    def __init__(self, rules: Sequence[Rule], *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS) -> None:
-        self._rules = rules
+    def __init__(self, rules: Rules, *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS) -> None:
+        self._rules = tuple(rules)
         self._max_hold = max_hold_chars
         self._state = _State.OUTSIDE
         self._offset = 0  # body bytes consumed

@@ -22,6 +22,9 @@ DEFAULT_MAX_HOLD_CHARS = 32 * 1024
 CONTEXT_CHARS = 64  # released characters kept for lookbehinds (the built-ins look back one)
 
 
+Rules = Sequence[Rule]
+
+
 class Edit(NamedTuple):
     """Replace characters ``[start, end)`` of the whole text (stream offsets) with ``text``."""
 
@@ -41,8 +44,8 @@ class _Candidate(NamedTuple):
 class TextScan:
     """Feed text in pieces; learn which prefix is decided and the edits inside it."""
 
-    def __init__(self, rules: Sequence[Rule], *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS) -> None:
-        self._rules = rules
+    def __init__(self, rules: Rules, *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS) -> None:
+        self._rules = tuple(rules)
         self._max_hold = max_hold_chars
         self._buf = ""  # text from stream offset _base: released context, then the undecided tail
         self._base = 0
@@ -137,7 +140,7 @@ def apply(text: str, edits: Sequence[Edit], offset: int = 0) -> str:
     return "".join(out)
 
 
-def mask_text(rules: Sequence[Rule], text: str) -> tuple[str, list[Edit]]:
+def mask_text(rules: Rules, text: str) -> tuple[str, list[Edit]]:
     """Mask a whole text at once."""
     scan = TextScan(rules)
     scan.add(text)
@@ -151,7 +154,7 @@ class StreamMasker:
     For any split, ``"".join(feed(p) for p in pieces) + finish()`` equals ``mask_text`` of the whole.
     """
 
-    def __init__(self, rules: Sequence[Rule], *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS) -> None:
+    def __init__(self, rules: Rules, *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS) -> None:
         self._scan = TextScan(rules, max_hold_chars=max_hold_chars)
         self._released = 0
         self.edits: list[Edit] = []  # every edit so far, for the record of what was masked
@@ -181,6 +184,7 @@ __all__ = [
     "CONTEXT_CHARS",
     "DEFAULT_MAX_HOLD_CHARS",
     "Edit",
+    "Rules",
     "StreamMasker",
     "TextScan",
     "apply",

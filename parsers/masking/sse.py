@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import msgspec
 
 from parsers.masking.bodies import Hit, TextMasker, mask_body
-from parsers.masking.detectors import Rule
-from parsers.masking.engine import DEFAULT_MAX_HOLD_CHARS, Edit, TextScan, mask_text
+from parsers.masking.engine import DEFAULT_MAX_HOLD_CHARS, Edit, Rules, TextScan, mask_text
 
 Path = tuple[str | int, ...]
 StreamKey = tuple[str | int | None, ...]
 
 _BLOCK_END = re.compile(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)")
 _LINE = re.compile(rb"\r\n|\r|\n")
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\],]')  # strings and the structure around them
 _CHOICE_TEXT = {
     ("delta", "content"),
     ("delta", "reasoning_content"),
@@ -40,12 +40,14 @@ _CHOICE_TEXT = {
     ("delta", "refusal"),
 }
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
+_KNOWN_MAX_CHARS = 256
+_KNOWN_MAX_ENTRIES = 256
 
 
 class _Stream:
     """One delta field's text across events, and every edit decided in it (stream offsets)."""
 
-    def __init__(self, rules: Sequence[Rule], max_hold_chars: int, label: str) -> None:
+    def __init__(self, rules: Rules, max_hold_chars: int, label: str) -> None:
         self.scan = TextScan(rules, max_hold_chars=max_hold_chars)
         self.label = label
         self.length = 0  # characters fed so far
@@ -82,11 +84,11 @@ class _Stream:
 
 
 class _Piece(NamedTuple):
-    token: tuple[int, int]  # span of the string token in the event data
+    order: int  # which string value of the event, in document order
     value: str
     stream: _Stream | None  # None: a string masked on its own
     span: tuple[int, int]  # in the stream
-    label: str
+    path: Path
 
 
 class _Event(NamedTuple):
@@ -94,6 +96,7 @@ class _Event(NamedTuple):
     offset: int  # body offset of the block
     data: bytes  # the JSON data, when the block is one plain JSON event
     pieces: list[_Piece]
+    strings: int  # string values in the event
 
 
 class SseMasker:
@@ -101,12 +104,12 @@ class SseMasker:
 
     def __init__(
         self,
-        rules: Sequence[Rule],
+        rules: Rules,
         *,
         max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
-        self._rules = rules
+        self._rules = tuple(rules)
         self._max_hold = max_hold_chars
         self._max_event = max_event_bytes
         self._buf = bytearray()
@@ -114,6 +117,7 @@ class SseMasker:
         self._streams: dict[StreamKey, _Stream] = {}
         self._events: deque[_Event] = deque()  # complete events not yet released, in order
         self._hits: list[tuple[Hit, str]] = []  # with the stream or field it was in
+        self._known: dict[str, tuple[str, list[str]]] = {}
 
     def take_hits(self) -> list[Hit]:
         return [hit for hit, _ in self.take_field_hits()]
@@ -163,16 +167,14 @@ class SseMasker:
                 doc = None
         if not isinstance(doc, dict) or data is None:
             return self._finish_streams() + self._text(block, offset)
-        strings = [(path, start, end, _stream_key(doc, path)) for path, start, end in _string_values(data)]
+        # The decoded document says where each string is; token positions are needed only to rewrite.
+        strings = [(path, value, _stream_key(doc, path)) for path, value in _strings(doc, ())]
         out = bytearray()
         if all(key is None for *_, key in strings):
             out += self._finish_streams()
         finished = _finished_choices(doc)
         pieces: list[_Piece] = []
-        for path, start, end, key in strings:
-            value = msgspec.json.decode(data[start:end])
-            if not isinstance(value, str):
-                continue
+        for index, (path, value, key) in enumerate(strings):
             stream: _Stream | None = None
             span = (0, len(value))
             if key is not None:
@@ -182,8 +184,8 @@ class SseMasker:
                 span = stream.feed(value, final=key[1] in finished)
                 if key[1] in finished:
                     del self._streams[key]
-            pieces.append(_Piece((start, end), value, stream, span, _label(path)))
-        self._events.append(_Event(block, offset, data, pieces))
+            pieces.append(_Piece(index, value, stream, span, path))
+        self._events.append(_Event(block, offset, data, pieces, len(strings)))
         return bytes(out + self._release())
 
     def _release(self) -> bytes:
@@ -197,25 +199,40 @@ class SseMasker:
         return bytes(out)
 
     def _render(self, event: _Event) -> bytes:
-        changed: list[tuple[tuple[int, int], str]] = []
+        changed: list[tuple[int, str]] = []
         for piece in event.pieces:
             if piece.stream is None:
-                masked, edits = mask_text(self._rules, piece.value)
-                rules = [edit.rule for edit in edits]
+                masked, rules = self._standalone(piece.value)
             else:
                 masked, rules = piece.stream.rendered(piece.value, *piece.span)
-            self._hits += [(Hit(rule, event.offset), piece.label) for rule in rules]
+            self._hits += [(Hit(rule, event.offset), _label(piece.path)) for rule in rules]
             if masked != piece.value:
-                changed.append((piece.token, masked))
+                changed.append((piece.order, masked))
         if not changed:
             return event.block
+        tokens = list(_string_values(event.data))
+        if len(tokens) != event.strings:  # duplicate keys: the decoded view lost one; mask the text
+            return self._text(event.block, event.offset)
         parts: list[bytes] = []
         at = 0
-        for (start, end), masked in changed:
+        for index, masked in changed:
+            _, start, end = tokens[index]
             parts += [event.data[at:start], msgspec.json.encode(masked)]
             at = end
         parts.append(event.data[at:])
         return _event_block(event.block, b"".join(parts))
+
+    def _standalone(self, value: str) -> tuple[str, list[str]]:
+        """A string masked on its own. Ids and model names repeat in every event: remember short ones."""
+        known = self._known.get(value)
+        if known is None:
+            masked, edits = mask_text(self._rules, value)
+            known = (masked, [edit.rule for edit in edits])
+            if len(value) <= _KNOWN_MAX_CHARS:
+                if len(self._known) >= _KNOWN_MAX_ENTRIES:
+                    self._known.clear()
+                self._known[value] = known
+        return known
 
     def _finish_streams(self) -> bytes:
         """Finish every open delta stream and release every held event."""
@@ -262,35 +279,40 @@ def _string_values(data: bytes) -> Iterator[tuple[Path, int, int]]:
     """Each string value of a valid JSON text: its path and the span of its token (quotes included)."""
     stack: list[list[str | int]] = []  # [kind, key or index]
     expect_key = False
-    at = 0
-    end = len(data)
-    while at < end:
+    for token in _TOKEN.finditer(data):
+        at = token.start()
         byte = data[at]
         if byte == 0x22:
-            close = at + 1
-            while data[close] != 0x22:
-                close += 2 if data[close] == 0x5C else 1
             if expect_key:
-                stack[-1][1] = msgspec.json.decode(data[at : close + 1])
+                stack[-1][1] = msgspec.json.decode(token.group())
                 expect_key = False
             else:
-                yield tuple(entry[1] for entry in stack), at, close + 1
-            at = close + 1
-            continue
-        if byte == 0x7B:  # {
+                yield tuple(entry[1] for entry in stack), at, token.end()
+        elif byte == 0x7B:  # {
             stack.append(["o", ""])
             expect_key = True
         elif byte == 0x5B:  # [
             stack.append(["a", 0])
-        elif byte in (0x7D, 0x5D):
-            stack.pop()
         elif byte == 0x2C:  # ,
             top = stack[-1]
             if top[0] == "a":
                 top[1] = int(top[1]) + 1
             else:
                 expect_key = True
-        at += 1
+        else:  # } or ]
+            stack.pop()
+
+
+def _strings(node: Any, path: Path) -> Iterator[tuple[Path, str]]:
+    """Every string value of a decoded document with its path, in document order."""
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, (*path, i))
 
 
 def _stream_key(doc: dict[str, Any], path: Path) -> StreamKey | None:

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from gateway.config import AdminConfig, Config, LimitsConfig, ListenerConfig, StorageConfig
+from gateway.masking import MaskingConfig
 from gateway.mock_llm import MockLlm, MockLlmConfig
 from gateway.server import Gateway, running
 
@@ -42,6 +43,7 @@ def start_gateway(tmp_path: Path, mock: MockLlm) -> GatewayFactory:
         admin_listen: str = "",
         data_dir: Path | None = None,
         public_metrics: bool = False,
+        masking: MaskingConfig | None = None,
         **limits: float,
     ) -> AsyncIterator[Gateway]:
         config = make_config(data_dir or tmp_path / "data", upstream_port or mock.port, **limits)
@@ -49,6 +51,7 @@ def start_gateway(tmp_path: Path, mock: MockLlm) -> GatewayFactory:
             config,
             storage=msgspec.structs.replace(config.storage, durability=durability),
             admin=AdminConfig(listen=admin_listen, public_metrics=public_metrics),
+            masking=masking or config.masking,
         )
         async with asyncio.timeout(60), running(config) as gw:
             yield gw

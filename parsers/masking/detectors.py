@@ -124,7 +124,9 @@ BUILTIN: Mapping[str, Rule] = {
             r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,6}"
             r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])",
         ),
-        _rule("card_number", r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])", luhn_valid),
+        _rule(  # standing alone: digits glued to letters are ids (chatcmpl-...), not cards
+            "card_number", r"(?<![0-9A-Za-z_])[0-9](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z_])", luhn_valid
+        ),
         _rule(
             "iban",
             r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])",

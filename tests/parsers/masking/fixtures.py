@@ -47,6 +47,7 @@ NEAR_MISSES: list[str] = [
     "1234567812345678",  # Luhn fails
     "0000 0000 0000 0000",  # passes Luhn, but no card
     "order 20240101123456 shipped",  # 14 digits, Luhn fails
+    "chatcmpl-3a94111111111111111",  # a card's digits, but glued to an id
     "AKIAIOSFODNN7EXAMPL",  # 15 characters after AKIA
     "AKIAIOSFODNN7EXAMPLE1",  # 17
     "xAKIAIOSFODNN7EXAMPLE",  # glued to a word

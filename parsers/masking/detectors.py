@@ -8,6 +8,7 @@ length. Pure: no I/O; the raw text a rule sees is never put into an error messag
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ class Rule:
     pattern: regex.Pattern[str]
     template: str = DEFAULT_TEMPLATE  # "{rule}" is the rule name; \1 and \g<name> are groups
     check: Callable[[str], bool] | None = None  # a checksum the whole match must pass (Luhn, IBAN)
+    # Every character a match can begin with: text without one is skipped in one fast stdlib search.
+    starts: re.Pattern[str] | None = None
 
     def replacement(self, match: regex.Match[str]) -> str:
         template = self.template.replace("{rule}", self.name)
@@ -74,8 +77,8 @@ def iban_valid(text: str) -> bool:
     return int(number) % 97 == 1
 
 
-def _rule(name: str, pattern: str, check: Callable[[str], bool] | None = None) -> Rule:
-    return Rule(name=name, pattern=regex.compile(pattern), check=check)
+def _rule(name: str, starts: str, pattern: str, check: Callable[[str], bool] | None = None) -> Rule:
+    return Rule(name=name, pattern=regex.compile(pattern), check=check, starts=re.compile(starts))
 
 
 # Order matters only where two rules could start at the same character: the earlier one wins.
@@ -83,52 +86,64 @@ BUILTIN: Mapping[str, Rule] = {
     rule.name: rule
     for rule in (
         _rule(
-            "private_key",  # PEM: PKCS#1/#8, EC, DSA, OpenSSH, encrypted, PGP key blocks
+            "private_key",
+            r"-",  # PEM: PKCS#1/#8, EC, DSA, OpenSSH, encrypted, PGP key blocks
             r"-----BEGIN (?:[A-Z0-9]{1,12} ){0,3}PRIVATE KEY(?: BLOCK)?-----"
             r"(?:(?!-----END )[\s\S]){1,16384}"  # tempered, not lazy: no match can run past the END line
             r"-----END (?:[A-Z0-9]{1,12} ){0,3}PRIVATE KEY(?: BLOCK)?-----",
         ),
         _rule(
-            "gcp_service_account",  # the key id of a service-account JSON key (its private_key is a PEM)
+            "gcp_service_account",
+            r'[\\"]',  # the key id of a service-account JSON key (its private_key is a PEM)
             r"\\{0,3}\"private_key_id\\{0,3}\"\s{0,4}:\s{0,4}\\{0,3}\"(?P<secret>[0-9a-f]{40})\\{0,3}\"",
         ),
-        _rule("aws_access_key", r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
+        _rule("aws_access_key", r"A", r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
         _rule(
-            "aws_secret_key",  # 40 base64 characters are common: only after a name that says what they are
+            "aws_secret_key",
+            r"[AaSs]",  # 40 base64 characters are common: only after a name that says what they are
             r"(?i:aws_?secret_?access_?key|aws_?secret(?:_?key)?|secret_?access_?key)"
             r"[\\\"' \t]{0,4}[:=][\\\"' \t]{0,4}"
             r"(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
         ),
         _rule(
             "openai_api_key",
+            r"s",
             r"(?<![A-Za-z0-9_-])sk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,256}(?![A-Za-z0-9_-])",
         ),
         _rule(
             "github_token",
+            r"g",
             r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])",
         ),
-        _rule("slack_token", r"(?<![A-Za-z0-9-])xox[abposr]-[A-Za-z0-9-]{10,250}(?![A-Za-z0-9-])"),
+        _rule("slack_token", r"x", r"(?<![A-Za-z0-9-])xox[abposr]-[A-Za-z0-9-]{10,250}(?![A-Za-z0-9-])"),
         _rule(
-            "jwt",  # header.payload.signature, both JSON parts base64url of '{"'
+            "jwt",
+            r"e",  # header.payload.signature, both JSON parts base64url of '{"'
             r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,4096}\.eyJ[A-Za-z0-9_-]{5,8192}\.[A-Za-z0-9_-]{8,2048}"
             r"(?![A-Za-z0-9_.-])",
         ),
         _rule(
-            "connection_string_password",  # scheme://user:PASSWORD@host: only the password is replaced
+            "connection_string_password",
+            r"[A-Za-z]",  # scheme://user:PASSWORD@host: only the password is replaced
             r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s:/?#@\"'<>\\]{1,256}"
             r":(?P<secret>[^\s/?#@\"'<>\\]{1,256})@",
         ),
         _rule(
             "email",
+            r"[A-Za-z0-9._%+-]",
             r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
             r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,6}"
             r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])",
         ),
         _rule(  # standing alone: digits glued to letters are ids (chatcmpl-...), not cards
-            "card_number", r"(?<![0-9A-Za-z_])[0-9](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z_])", luhn_valid
+            "card_number",
+            r"[0-9]",
+            r"(?<![0-9A-Za-z_])[0-9](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z_])",
+            luhn_valid,
         ),
         _rule(
             "iban",
+            r"[A-Z]",
             r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])",
             iban_valid,
         ),

@@ -50,6 +50,8 @@ class TextScan:
         self._buf = ""  # text from stream offset _base: released context, then the undecided tail
         self._base = 0
         self._decided = 0  # stream offset up to which everything is decided
+        # Per rule: the stream offset before which it can start no match, complete or partial, ever.
+        self._resume = [0] * len(self._rules)
         self.forced_releases = 0  # times the hold limit released text unscanned
 
     @property
@@ -82,8 +84,8 @@ class TextScan:
         edits: list[Edit] = []
         while pos < end:
             best: _Candidate | None = None
-            for rule in self._rules:
-                found = _candidate(rule, buf, pos, end, final)
+            for i, rule in enumerate(self._rules):
+                found = self._first(i, rule, buf, pos, end, final)
                 if found is not None and (best is None or found.start < best.start):
                     best = found
                     if found.start == pos:
@@ -105,6 +107,17 @@ class TextScan:
             self.forced_releases += 1
         self._decided = self._base + pos
         return edits
+
+    def _first(self, i: int, rule: Rule, buf: str, pos: int, end: int, final: bool) -> _Candidate | None:
+        """``_candidate``, skipping what earlier scans ruled out and text where the rule cannot begin."""
+        base = self._base
+        start = max(pos, self._resume[i] - base)
+        if start < end and rule.starts is not None:
+            first = rule.starts.search(buf, start, end)
+            start = end if first is None else first.start()
+        found = _candidate(rule, buf, start, end, final) if start < end else None
+        self._resume[i] = base + (end if found is None else found.start)
+        return found
 
 
 def _candidate(rule: Rule, buf: str, pos: int, end: int, final: bool) -> _Candidate | None:

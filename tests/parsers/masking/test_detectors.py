@@ -80,3 +80,12 @@ def test_select_by_name() -> None:
     assert "email" not in [r.name for r in select(disabled=["email"])]
     with pytest.raises(RuleError, match="unknown detector 'emails'"):
         select(disabled=["emails"])
+
+
+@pytest.mark.parametrize(("rule", "text", "secret"), TRUE_POSITIVES)
+def test_start_characters_admit_every_match(rule: str, text: str, secret: str) -> None:
+    detector = BUILTIN[rule]
+    match = detector.pattern.search(text)
+    assert match is not None
+    assert detector.starts is not None
+    assert detector.starts.match(text, match.start())

@@ -13,7 +13,7 @@ import msgspec
 import openai
 import pytest
 
-from gateway.config import Config, ConfigError, validate
+from gateway.config import AdminConfig, Config, ConfigError, validate
 from gateway.masking import CustomRuleConfig, MaskingConfig
 from gateway.mock_llm import MockLlm, MockLlmConfig
 from gateway.server import running
@@ -112,7 +112,9 @@ async def replaying(tmp_path: Path) -> AsyncIterator[MockLlm]:
 
 
 async def test_no_raw_secret_reaches_any_file(replaying: MockLlm, data_dir: Path) -> None:
-    config = msgspec.structs.replace(make_config(data_dir, replaying.port), masking=MASKING)
+    config = msgspec.structs.replace(
+        make_config(data_dir, replaying.port), masking=MASKING, admin=AdminConfig(listen="")
+    )
     exchanges: list[str] = []
     async with asyncio.timeout(60), running(config) as gw:
         llm = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="sk-test", max_retries=0)

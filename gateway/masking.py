@@ -126,6 +126,8 @@ def _check_scopes(scopes: list[str], field: str) -> None:
     for scope in scopes:
         if scope not in SCOPES:
             raise MaskingConfigError(f"{field}: unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
+        if scope != RECORD:  # refused rather than silently ignored: the model or client would see the secret
+            raise MaskingConfigError(f"{field}: scope {scope!r} is not implemented yet (only 'record' is)")
 
 
 def body_masker(rules: Sequence[Rule], content_type: bytes, *, max_hold_chars: int) -> BodyMasker:

@@ -244,7 +244,7 @@ class Gateway:
             admin: AdminListener | None = None
             if cfg.admin.listen and self.worker is not None:
                 # A worker's own listener only answers its supervisor's scrapes (the supervisor serves
-                # health and metrics; the console needs the single-process gateway for now).
+                # health, metrics and the console).
                 host, port = split_host_port(cfg.admin.listen, field="admin.listen")
                 scrapes = AdminServer(self.readiness, self.metrics)
                 servers.append(await asyncio.start_server(scrapes.handle, host, port))

@@ -7,7 +7,9 @@ connection: its socket and backlog stay open here and the restarted worker takes
 Lock: the supervisor takes the data-dir lock and every worker inherits the locked descriptor, so the
 lock is held while any process of this gateway still writes. Workers run in their own session (a
 terminal's Ctrl-C reaches only the supervisor); SIGTERM/SIGINT and SIGHUP are forwarded to each of them.
-Admin: the supervisor's ``/metrics`` sums its workers' scrapes; ``/readyz`` is ready when all of them are.
+Admin: the supervisor serves the auditor console (``gateway.supervisor_console``) over every worker's
+series, recording who looked in its own; its ``/metrics`` sums its workers' scrapes; ``/readyz`` is ready
+when all of them are.
 """
 
 from __future__ import annotations
@@ -23,15 +25,16 @@ from typing import Any
 
 import msgspec
 
-from gateway.admin import AdminServer, Readiness
+from gateway.admin import Readiness
 from gateway.config import Config, split_host_port
 from gateway.metrics import Exposition
-from gateway.server import Gateway, key_path
+from gateway.server import VERSION, Gateway, key_path
+from gateway.supervisor_console import SupervisorConsole
 from gateway.worker import READY, WorkerSpec
 from storage.index import SqliteIndex, index_path
 from storage.lock import DataDirLock
 from storage.redact import load_or_create_key
-from storage.signing import load_or_create_signing_key, signing_key_path
+from storage.signing import SigningKey, load_or_create_signing_key, signing_key_path
 
 logger = logging.getLogger("wardgate.supervisor")
 
@@ -97,7 +100,7 @@ class Supervisor:
         data_dir.mkdir(parents=True, exist_ok=True)
         with DataDirLock(data_dir) as lock:
             # Created once here, before the workers race to: keys, and the index schema.
-            load_or_create_key(key_path(data_dir))
+            redact_key = load_or_create_key(key_path(data_dir))
             signing_key, created = load_or_create_signing_key(data_dir)
             if created:
                 path, fingerprint = signing_key_path(data_dir), signing_key.public.fingerprint
@@ -106,7 +109,7 @@ class Supervisor:
             await index.close()
             sockets = self._bind()
             try:
-                await self._supervise(lock.fileno, sockets)
+                await self._supervise(lock.fileno, sockets, redact_key, signing_key)
             finally:
                 for sock in (s for per_worker in sockets for s in per_worker):
                     sock.close()
@@ -138,8 +141,10 @@ class Supervisor:
             raise
         return per_worker
 
-    async def _supervise(self, lock_fd: int, sockets: list[list[socket.socket]]) -> None:
-        admin_server: asyncio.Server | None = None
+    async def _supervise(
+        self, lock_fd: int, sockets: list[list[socket.socket]], redact_key: bytes, signing_key: SigningKey
+    ) -> None:
+        console: SupervisorConsole | None = None
         async with asyncio.TaskGroup() as tasks:
             for worker, own in zip(self.workers, sockets, strict=True):
                 run = self._keep_running(worker, lock_fd, [s.fileno() for s in own])
@@ -151,16 +156,22 @@ class Supervisor:
             all_ready.cancel()
             if not self._stop.is_set():
                 if self.config.admin.listen:
-                    host, port = split_host_port(self.config.admin.listen, field="admin.listen")
-                    admin = AdminServer(self.readiness, self.metrics, refresh=self.scrape)
-                    admin_server = await asyncio.start_server(admin.handle, host, port)
-                    name = admin_server.sockets[0].getsockname()
-                    self.admin_address = (str(name[0]), int(name[1]))
+                    console = await SupervisorConsole.open(
+                        self.config,
+                        redact_key=redact_key,
+                        signing_key=signing_key,
+                        readiness=self.readiness,
+                        metrics=self.metrics,
+                        refresh=self.scrape,
+                        version=VERSION,
+                    )
+                    console.start(tasks)
+                    self.admin_address = console.address
                 logger.info("%d workers serving", len(self.workers))
                 self._on_ready(self)
             await stopped
-            if admin_server is not None:
-                admin_server.close()
+            if console is not None:
+                await console.close()
             # The workers close their copies as they drain; once ours are closed too, connecting is refused.
             for sock in (s for own in sockets for s in own):
                 sock.close()

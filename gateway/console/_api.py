@@ -201,8 +201,11 @@ class ConsoleApi:
     async def verify(self, request: Request) -> Response:
         identity = await self.access.require(request, Role.AUDITOR)
         await self.audit.record(request, identity, "verify")
-        checked, report = await self.reader.verify()
-        return json_response(Verification(checked_ns=checked, report=report))
+        checked, reports = await self.reader.verify()
+        failed = [report for report in reports if not report.ok]
+        return json_response(
+            Verification(checked_ns=checked, ok=not failed, report=(failed or reports)[0], series=reports)
+        )
 
 
 __all__ = ["JSON", "JSON_LINES", "ConsoleApi", "json_response"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -107,8 +107,10 @@ def build_app(
     public_metrics: bool,
     version: str,
     stopping: asyncio.Event,
+    refresh: Callable[[], Awaitable[None]] | None = None,
 ) -> ASGIApp:
-    """The ASGI app of the admin listener."""
+    """The ASGI app of the admin listener; ``refresh`` gathers what ``readiness`` and ``metrics`` then
+    report (a supervisor scrapes its workers)."""
     document = msgspec.json.encode(openapi_document(version))
     assets = {path: (_asset(name), media) for path, (name, media) in _ASSETS.items()}
     api = ConsoleApi(access, audit, reader, stopping)
@@ -117,6 +119,8 @@ def build_app(
         return json_response(Health(status="ok"))
 
     async def readyz(request: Request) -> Response:
+        if refresh is not None:
+            await refresh()
         ready = readiness()
         body = ReadyStatus(ready=ready.ready, reasons=list(ready.reasons))
         return json_response(body, 200 if ready.ready else 503)
@@ -124,6 +128,8 @@ def build_app(
     async def metrics_page(request: Request) -> Response:
         if not public_metrics:
             await access.require(request, Role.METRICS)
+        if refresh is not None:
+            await refresh()
         exposition = Exposition()
         metrics(exposition)
         return Response(exposition.text(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -59,6 +59,7 @@ class AdminListener:
         readiness: Callable[[], Readiness],
         metrics: Callable[[Exposition], None],
         version: str,
+        refresh: Callable[[], Awaitable[None]] | None = None,
     ) -> AdminListener:
         """Bind the socket and open the index; ``start`` then serves.
 
@@ -94,6 +95,7 @@ class AdminListener:
             public_metrics=config.public_metrics,
             version=version,
             stopping=stopping,
+            refresh=refresh,
         )
         uv_config = uvicorn.Config(
             app,

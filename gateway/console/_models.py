@@ -129,10 +129,13 @@ class ReadyStatus(msgspec.Struct, kw_only=True):
 
 
 class Verification(msgspec.Struct, kw_only=True):
-    """``wardgate verify`` with the data directory's own public key, as of ``checked_ns``."""
+    """``wardgate verify`` with the data directory's own public key, as of ``checked_ns``: ``ok`` when
+    every segment series verifies; ``report`` is the first that does not (else series 0's)."""
 
     checked_ns: int
+    ok: bool
     report: VerifyReport
+    series: list[VerifyReport]  # one per series: each worker's, then the supervisor's
 
 
 SCHEMA_TYPES: tuple[type[msgspec.Struct], ...] = (

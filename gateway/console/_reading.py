@@ -2,7 +2,8 @@
 
 Index reads go through aiosqlite's one thread. Segment reads (an exchange's frames, the live tail, a full
 verification) are plain file reads of unbounded size, so they run in a worker thread: the gateway's event
-loop also carries the data plane and must never wait on a console read.
+loop also carries the data plane and must never wait on a console read. They cover every segment series
+(each worker's, and the supervisor's own audit series), read as one log.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from storage.assemble import ExchangeAssembler, ExchangeRecord
 from storage.codec import Frame
 from storage.index import SqliteIndex, index_path
 from storage.query import ExchangeQuery, SessionQuery, SessionRow
-from storage.reader import SegmentCursor, StoredFrame, iter_frames, recent_start
+from storage.reader import LogCursor, StoredFrame, recent_start
+from storage.segments import Position
+from storage.series import list_series
 from storage.signing import read_public_key
-from storage.verify import VerifyReport, verify
+from storage.verify import VerifyReport, verify_all
 
 TAIL_POLL_S = 0.25
 _TAIL_BATCH = 4096
@@ -94,11 +97,12 @@ class LogReader:
         """
         return await asyncio.to_thread(_audit_trail, self.data_dir, limit, actor, target)
 
-    async def verify(self) -> tuple[int, VerifyReport]:
-        """A full ``verify`` with the data dir's own key, in a worker thread; with when it started."""
+    async def verify(self) -> tuple[int, list[VerifyReport]]:
+        """A full ``verify`` of every series with the data dir's own key, in a worker thread; with when
+        it started."""
         started = time.time_ns()
         key = await asyncio.to_thread(read_public_key, self.data_dir)
-        return started, await asyncio.to_thread(verify, self.data_dir, public_key=key)
+        return started, await asyncio.to_thread(verify_all, self.data_dir, public_key=key)
 
     async def tail(self) -> LogTail:
         """A tail positioned at the log's current end: it yields what ends from now on.
@@ -106,8 +110,7 @@ class LogReader:
         Reading starts at the last segment's beginning so that exchanges already running are assembled
         whole; what ended before now is read and skipped here, before the caller answers.
         """
-        start = await asyncio.to_thread(recent_start, self.data_dir, segments=1)
-        tail = LogTail(SegmentCursor(self.data_dir, start))
+        tail = LogTail(LogCursor(self.data_dir, await asyncio.to_thread(_recent_starts, self.data_dir, 1)))
         for stored in await asyncio.to_thread(_drain, tail.cursor):
             tail.assembler.feed(stored)
         return tail
@@ -116,7 +119,7 @@ class LogReader:
 class LogTail:
     """A cursor and an assembler that follow the log."""
 
-    def __init__(self, cursor: SegmentCursor) -> None:
+    def __init__(self, cursor: LogCursor) -> None:
         self.cursor = cursor
         self.assembler = ExchangeAssembler()
 
@@ -138,7 +141,8 @@ class LogTail:
 def _audit_trail(data_dir: Path, limit: int, actor: str, target: str) -> tuple[list[AuditEntry], bool]:
     segments = 2
     while True:
-        start = recent_start(data_dir, segments=segments)
+        starts = _recent_starts(data_dir, segments)
+        cursor = LogCursor(data_dir, starts)
         found = [
             AuditEntry(
                 ts_ns=stored.frame.ts_ns,
@@ -148,17 +152,24 @@ def _audit_trail(data_dir: Path, limit: int, actor: str, target: str) -> tuple[l
                 query=event.query,
                 client_addr=event.client_addr,
             )
-            for stored in iter_frames(data_dir, start)
+            for stored in _drain(cursor)
             if isinstance(event := stored.frame.event, ConsoleAccess)
             and (not actor or actor in (event.identity.subject, event.identity.email))
             and (not target or event.target == target)
         ]
-        if len(found) >= limit or start is None:
-            return found[::-1][:limit], start is None
+        found.sort(key=lambda entry: entry.ts_ns)  # series are merged per batch: order the whole lot once
+        whole = all(start is None for start in starts.values())
+        if len(found) >= limit or whole:
+            return found[::-1][:limit], whole
         segments *= 2
 
 
-def _drain(cursor: SegmentCursor) -> list[StoredFrame]:
+def _recent_starts(data_dir: Path, segments: int) -> dict[int, Position | None]:
+    """Where each series' ``segments`` newest segments begin."""
+    return {n: recent_start(data_dir, segments=segments, series=n) for n in list_series(data_dir)}
+
+
+def _drain(cursor: LogCursor) -> list[StoredFrame]:
     frames: list[StoredFrame] = []
     while batch := cursor.read_new(_TAIL_BATCH):
         frames += batch

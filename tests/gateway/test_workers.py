@@ -25,7 +25,7 @@ from storage.index import SqliteIndex, index_path
 from storage.lock import DataDirLock
 from storage.query import ExchangeQuery
 from storage.reader import iter_frames, iter_log
-from storage.series import series_root
+from storage.series import SUPERVISOR_SERIES, series_root
 from tests.gateway.processes import ROOT, free_port, wait_port, wardgate
 
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)  # a new connection (new hash) per request
@@ -41,11 +41,28 @@ class Supervised:
             return await self.proc.wait()
 
 
+# The supervisor's admin listener is the console's: /metrics wants a metrics key unless made public.
+PUBLIC_METRICS = "[admin]\npublic_metrics = true\n"
+
+
 @asynccontextmanager
-async def supervised(upstream: int, data_dir: Path, workers: int = 2) -> AsyncIterator[Supervised]:
+async def supervised(
+    upstream: int, data_dir: Path, workers: int = 2, config: str = PUBLIC_METRICS
+) -> AsyncIterator[Supervised]:
     port, admin = free_port(), free_port()
+    config_file = data_dir.parent / "wardgate.toml"
+    config_file.write_text(config)
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "gateway.cli", "serve", "--workers", str(workers)),
+        *(
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--workers",
+            str(workers),
+            "--config",
+            str(config_file),
+        ),
         *("--listen", f"127.0.0.1:{port}", "--upstream", f"http://127.0.0.1:{upstream}"),
         *("--data-dir", str(data_dir), "--admin-listen", f"127.0.0.1:{admin}", "--durability", "strict"),
         *("--log-level", "warning"),
@@ -131,8 +148,9 @@ async def test_two_workers_record_concurrent_traffic_completely(tmp_path: Path) 
     verify = wardgate("verify", "--data-dir", str(data_dir), "--json")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     reports = [msgspec.json.decode(line) for line in verify.stdout.splitlines()]
-    assert [r["series"] for r in reports] == [0, 1]
-    assert all(r["ok"] and r["anchored"] and r["unanchored"] is None for r in reports)
+    assert [r["series"] for r in reports] == [0, 1, SUPERVISOR_SERIES]  # the supervisor's: console audit
+    assert all(r["ok"] for r in reports)
+    assert all(r["anchored"] and r["unanchored"] is None for r in reports[:2])
     assert sum(r["frames"] for r in reports) == sum(1 for _ in iter_log(data_dir))
 
     reindex = wardgate("reindex", "--data-dir", str(data_dir))

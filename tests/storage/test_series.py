@@ -11,7 +11,7 @@ from storage.errors import CorruptLog
 from storage.index import SqliteIndex, index_path
 from storage.query import ExchangeQuery
 from storage.reader import LogCursor, SegmentCursor, iter_frames, iter_log
-from storage.series import list_series, series_root
+from storage.series import SUPERVISOR_SERIES, list_series, series_root
 from storage.verify import verify_all
 from tests.storage.logbook import ALICE, BOB, MS, T0, Logbook
 from tests.storage.test_index import PLAIN, STREAM
@@ -26,6 +26,9 @@ def test_series_zero_is_the_data_dir_and_workers_live_below_it(tmp_path: Path) -
         (tmp_path / "workers" / name / "segments").mkdir(parents=True)
     (tmp_path / "workers" / "4").mkdir()  # no segments yet: not a series
     assert list_series(tmp_path) == [0, 2, 10]
+    assert series_root(tmp_path, SUPERVISOR_SERIES) == tmp_path / "supervisor"
+    (tmp_path / "supervisor" / "segments").mkdir(parents=True)
+    assert list_series(tmp_path) == [0, 2, 10, SUPERVISOR_SERIES]
 
 
 def two_series(data_dir: Path) -> tuple[Logbook, Logbook]:

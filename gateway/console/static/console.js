@@ -421,7 +421,8 @@ async function verifyPage() {
   const result = await api("/api/verify");
   const report = result.report;
   const lines = [
-    ["Result", report.ok ? "OK: every CRC and chain link verified" : "CORRUPT"],
+    ["Result", result.ok ? "OK: every CRC and chain link verified" : "CORRUPT"],
+    ["Series", result.series.length + " (below: series " + report.series + (result.ok ? "" : ", the first that failed") + ")"],
     ["Segments", report.segments],
     ["Frames", report.frames],
     ["Bytes", report.bytes],
@@ -433,7 +434,7 @@ async function verifyPage() {
   ];
   show(
     el("h1", {}, "Log integrity"),
-    el("table", { id: "verify" }, el("tbody", {}, ...lines.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", { class: k === "Result" ? (report.ok ? "ok" : "error") : "" }, v))))),
+    el("table", { id: "verify" }, el("tbody", {}, ...lines.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", { class: k === "Result" ? (result.ok ? "ok" : "error") : "" }, v))))),
   );
 }
 

@@ -1,0 +1,102 @@
+"""The auditor console of a multi-process gateway, served by its supervisor.
+
+The supervisor serves no traffic, so its own segment series (``storage.series.SUPERVISOR_SERIES``, under
+``<data>/supervisor``) holds only ``ConsoleAccess`` frames and checkpoints, with its own hash chain. It is
+written by the same ``Recorder`` a gateway uses, so an access is fsync'd before it is answered. No index
+follower reads it: the index holds exchanges, and the audit trail reads the frames themselves. The console
+reads the shared index and every series (the workers' and this one) as one log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from gateway.admin import Readiness
+from gateway.config import Config
+from gateway.console import AdminListener
+from gateway.identity.authenticator import Authenticator
+from gateway.metrics import Exposition
+from gateway.recorder import Recorder
+from storage.segments import SegmentLog
+from storage.series import SUPERVISOR_SERIES, series_root
+from storage.signing import SigningKey
+
+
+class SupervisorConsole:
+    """The supervisor's recorder (its own series) and the console listener in front of it."""
+
+    def __init__(self, log: SegmentLog, recorder: Recorder, listener: AdminListener) -> None:
+        self._log = log
+        self._recorder = recorder
+        self._listener = listener
+        self._writer: asyncio.Task[None] | None = None
+        self.address = listener.address
+
+    @classmethod
+    async def open(
+        cls,
+        config: Config,
+        *,
+        redact_key: bytes,
+        signing_key: SigningKey,
+        readiness: Callable[[], Readiness],
+        metrics: Callable[[Exposition], None],
+        refresh: Callable[[], Awaitable[None]],
+        version: str,
+    ) -> SupervisorConsole:
+        """Open the supervisor's series and bind the admin listener; ``start`` then serves.
+
+        Raises:
+            ConfigError: an auth setting that cannot work.
+            OSError: the address cannot be bound.
+            StorageError: the series or the index cannot be opened.
+        """
+        storage = config.storage
+        authenticator = Authenticator.from_config(config.auth)  # the data plane's (OIDC, API keys)
+        log = SegmentLog.open(
+            series_root(config.data_dir, SUPERVISOR_SERIES), max_segment_bytes=storage.max_segment_bytes
+        )
+        try:
+            recorder = Recorder(
+                log,
+                group_commit_s=storage.group_commit_ms / 1000,
+                max_pending=storage.max_pending_frames,
+                redact_key=redact_key,
+                signing_key=signing_key,
+                checkpoint_every_frames=storage.checkpoint_every_frames,
+                checkpoint_interval_s=storage.checkpoint_interval_s,
+                retry_s=storage.recovery_retry_s,
+                retry_max_s=storage.recovery_retry_max_s,
+            )
+            listener = await AdminListener.open(
+                config.admin,
+                data_dir=config.data_dir,
+                recorder=recorder,
+                credentials=authenticator,
+                readiness=readiness,
+                metrics=metrics,
+                version=version,
+                refresh=refresh,
+            )
+        except BaseException:
+            log.close()
+            raise
+        return cls(log, recorder, listener)
+
+    def start(self, tasks: asyncio.TaskGroup) -> None:
+        self._writer = tasks.create_task(self._recorder.run(), name="supervisor-recorder")
+        self._listener.start(tasks)
+
+    async def close(self) -> None:
+        """Stop the listener (answers in progress finish and are recorded), then flush and close the log."""
+        try:
+            await self._listener.close()
+        finally:
+            self._recorder.close()
+            if self._writer is not None:
+                await self._writer
+            self._log.close()
+
+
+__all__ = ["SupervisorConsole"]

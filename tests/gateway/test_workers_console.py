@@ -60,7 +60,20 @@ async def test_supervisor_serves_the_console_over_every_worker_and_records_each_
         body = {"model": "m", "messages": [{"role": "user", "content": "which worker?"}]}
         headers = {"X-Wardgate-Session": SESSION, **bearer(DEVELOPER_KEY)}
         url = f"http://127.0.0.1:{gw.port}/v1/chat/completions"
-        answers = await asyncio.gather(*(http.post(url, json=body, headers=headers) for _ in range(REQUESTS)))
+        admin = f"http://127.0.0.1:{gw.admin}"
+        auditor = bearer(AUDITOR_KEY)
+        async with http.stream("GET", f"{admin}/api/tail", headers=auditor) as tail:
+            assert tail.status_code == 200
+            answers = await asyncio.gather(
+                *(http.post(url, json=body, headers=headers) for _ in range(REQUESTS))
+            )
+            tailed: set[str] = set()
+            async with asyncio.timeout(20):
+                async for line in tail.aiter_lines():
+                    if line.startswith("data: "):
+                        tailed.add(msgspec.json.decode(line[6:])["exchange_id"])
+                    if len(tailed) == REQUESTS:
+                        break
         assert all(a.status_code == 200 for a in answers)
         ids = {a.headers["X-Wardgate-Exchange"]: a.content for a in answers}
         async with asyncio.timeout(20):
@@ -71,9 +84,7 @@ async def test_supervisor_serves_the_console_over_every_worker_and_records_each_
                 await asyncio.sleep(0.05)
         by_series = {r.series: x for x, r in records.items() if x in ids}
         assert set(by_series) == {0, 1}  # both workers answered some
-
-        admin = f"http://127.0.0.1:{gw.admin}"
-        auditor = bearer(AUDITOR_KEY)
+        assert tailed == set(ids)  # the live tail follows both workers' series
         assert (await http.get(f"{admin}/api/sessions")).status_code == 401
         sessions = (await http.get(f"{admin}/api/sessions", headers=auditor)).json()["items"]
         assert [(s["id"], s["exchanges"]) for s in sessions] == [(SESSION, REQUESTS)]
@@ -94,7 +105,7 @@ async def test_supervisor_serves_the_console_over_every_worker_and_records_each_
         assert await gw.stop() == 0
 
     actions = [e["action"] for e in trail["items"]]  # newest first: the audit call sees itself
-    assert actions == ["audit", "view_exchange", "view_exchange", "list_sessions"]
+    assert actions == ["audit", "view_exchange", "view_exchange", "list_sessions", "tail"]
     assert {e["target"] for e in trail["items"][1:3]} == set(by_series.values())
     assert verified["ok"]
     assert [r["series"] for r in verified["series"]] == [0, 1, SUPERVISOR_SERIES]
@@ -109,7 +120,14 @@ async def test_supervisor_serves_the_console_over_every_worker_and_records_each_
         for s in iter_frames(data_dir, series=SUPERVISOR_SERIES)
         if isinstance(s.frame.event, ConsoleAccess)
     ]
-    assert [e.action for e in looks] == ["list_sessions", "view_exchange", "view_exchange", "audit", "verify"]
+    assert [e.action for e in looks] == [
+        "tail",
+        "list_sessions",
+        "view_exchange",
+        "view_exchange",
+        "audit",
+        "verify",
+    ]
     assert {e.identity.subject for e in looks} == {"alice-auditor"}
     for series in (0, 1):
         assert not any(isinstance(s.frame.event, ConsoleAccess) for s in iter_frames(data_dir, series=series))

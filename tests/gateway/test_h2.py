@@ -105,8 +105,9 @@ async def test_concurrent_streams_on_one_connection_each_recorded_and_replayable
     bodies: dict[str, bytes] = {}
     # Strict durability over TLS (bodies held until on disk), batched over h2c: both request paths.
     durability = "strict" if tls else "batched"
-    # Tokens 5 ms apart: each arrives in a read of its own, so the recording has many timed chunks.
-    mock = MockLlmConfig(tokens=10, token_delay_ms=5)
+    # Tokens 15 ms apart: each arrives in a read of its own even on a loaded machine (record masking
+    # costs CPU per token), so the recording has many timed chunks.
+    mock = MockLlmConfig(tokens=10, token_delay_ms=15)
     async with gateway(data_dir, mock, durability=durability, **tls_files) as (gw, _):
         scheme = "https" if tls else "http"
         client = httpx.AsyncClient(

@@ -30,31 +30,46 @@ def verify(data_dir: Path) -> subprocess.CompletedProcess[bytes]:
     return wardgate("verify", "--data-dir", str(data_dir))
 
 
-async def stream_body(http: httpx.AsyncClient, port: int) -> bytes:
+async def stream_body(http: httpx.AsyncClient, port: int, started: asyncio.Event | None = None) -> bytes:
     async with http.stream(
         "POST",
         f"http://127.0.0.1:{port}/v1/chat/completions",
         json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "drain me"}]},
     ) as response:
-        return b"".join([piece async for piece in response.aiter_raw()])
+        pieces: list[bytes] = []
+        async for piece in response.aiter_raw():
+            pieces.append(piece)
+            if started is not None:
+                started.set()
+        return b"".join(pieces)
+
+
+async def refused_soon(http: httpx.AsyncClient, port: int, within_s: float) -> bool:
+    """True once a new connection is refused; polls, since the signal lands at the gateway's pace."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            await http.get(f"http://127.0.0.1:{port}/v1/models")
+        except httpx.ConnectError:
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 async def test_sigterm_lets_streams_in_flight_finish(tmp_path: Path) -> None:
     port = free_port()
-    async with MockLlm(MockLlmConfig(tokens=40, token_delay_ms=25)) as mock:
+    # 120 tokens 25 ms apart: the streams outlast the signal's arrival and the refusal check below.
+    async with MockLlm(MockLlmConfig(tokens=120, token_delay_ms=25)) as mock:
         proc = start(port, mock.port, tmp_path / "data")
         try:
             await wait_port(port)
             async with httpx.AsyncClient(timeout=10) as http:
-                streams = [asyncio.ensure_future(stream_body(http, port)) for _ in range(4)]
-                await asyncio.sleep(0.3)  # the streams are under way
+                started = [asyncio.Event() for _ in range(4)]
+                streams = [asyncio.ensure_future(stream_body(http, port, s)) for s in started]
+                async with asyncio.timeout(10):  # every stream is under way before the signal
+                    await asyncio.gather(*(s.wait() for s in started))
                 proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.2)
-                refused = False
-                try:
-                    await http.get(f"http://127.0.0.1:{port}/v1/models")
-                except httpx.ConnectError:
-                    refused = True
+                refused = await refused_soon(http, port, within_s=2.0)
                 bodies = await asyncio.gather(*streams)
             code = await asyncio.to_thread(proc.wait, 30)
         finally:

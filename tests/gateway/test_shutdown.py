@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from gateway.mock_llm import MockLlm, MockLlmConfig
-from parsers.events import ExchangeEnded
+from parsers.events import ExchangeEnded, RequestHead
 from storage.reader import iter_frames
 from tests.gateway.processes import ROOT, free_port, wait_port, wardgate
 
@@ -78,11 +78,17 @@ async def test_sigterm_lets_streams_in_flight_finish(tmp_path: Path) -> None:
     assert code == 0
     assert refused  # no new connections once shutting down
     assert all(body.endswith(b"data: [DONE]\n\n") for body in bodies)
+    frames = [s.frame for s in iter_frames(tmp_path / "data")]
+    # Only the four streams: the refusal probe's GETs answered before the signal landed end too.
+    chats = {
+        f.exchange_id
+        for f in frames
+        if isinstance(f.event, RequestHead) and f.event.target == b"/v1/chat/completions"
+    }
     outcomes = [
-        s.frame.event.outcome
-        for s in iter_frames(tmp_path / "data")
-        if isinstance(s.frame.event, ExchangeEnded)
+        f.event.outcome for f in frames if isinstance(f.event, ExchangeEnded) and f.exchange_id in chats
     ]
+    assert len(chats) == 4
     assert outcomes == ["complete"] * 4
     assert verify(tmp_path / "data").returncode == 0
 

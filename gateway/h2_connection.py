@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from gateway.conn_frames import ConnectionFrames
 from gateway.h2_stream import StreamAborted, StreamExchange
 from gateway.ids import new_id
 from gateway.proxy import ProxyContext
@@ -40,7 +41,6 @@ from parsers.events import (
 )
 from parsers.http1 import Role
 from parsers.http2 import ENHANCE_YOUR_CALM, NO_ERROR, REFUSED_STREAM, Http2Connection
-from storage.codec import Frame
 
 logger = logging.getLogger("wardgate.h2")
 
@@ -107,8 +107,9 @@ class H2ClientConnection:
             per_s=limits.h2_resets_per_s, burst=limits.h2_reset_burst, clock=asyncio.get_running_loop().time
         )
         self._tasks: asyncio.TaskGroup | None = None
-        self._seq = 0
-        self._behind = False
+        self._frames = ConnectionFrames(self.conn_id, ctx.recorder)
+        self.emit = self._frames.emit
+        self.keep_pace = self._frames.keep_pace
         self._draining = False  # shutting down: no new stream; GOAWAY once the last one ends
         self._closed = False
 
@@ -118,25 +119,6 @@ class H2ClientConnection:
         return bool(self.streams)
 
     # --- recording -------------------------------------------------------------------------------
-
-    def emit(self, direction: Direction, event: Event, exchange_id: str) -> None:
-        frame = Frame(
-            conn_id=self.conn_id,
-            seq=self._seq,
-            ts_ns=time.time_ns(),
-            direction=direction,
-            event=event,  # type: ignore[arg-type]
-            exchange_id=exchange_id,
-        )
-        self._seq += 1
-        if not self.ctx.recorder.record(frame):
-            self._behind = True
-
-    async def keep_pace(self) -> None:
-        """Let the log writer catch up when it fell behind (back-pressure, counted by the recorder)."""
-        if self._behind:
-            self._behind = False
-            await self.ctx.recorder.room()
 
     def started(self, exchange_id: str, session_id: str, identity: Identity) -> ExchangeStarted:
         tls = self.tls

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from gateway.config import Durability, LimitsConfig
+from gateway.conn_frames import ConnectionFrames
 from gateway.forwarding import client_response_head, error_response, first, upstream_request_head
 from gateway.identity.access import AccessControl, Refused
 from gateway.ids import new_id
@@ -43,7 +44,6 @@ from parsers.events import (
     SessionStarted,
 )
 from parsers.http1 import Http1Connection, Role, render_response
-from storage.codec import Frame
 
 logger = logging.getLogger("wardgate.proxy")
 
@@ -118,33 +118,15 @@ class ClientConnection:
         self.identity: Identity = ANONYMOUS  # the identity layer will set this per request
         self.http = Http1Connection(Role.SERVER, max_head_bytes=ctx.limits.max_head_bytes, relay_bodies=True)
         self._events: deque[Event] = deque()
-        self._seq = 0
-        self._behind = False
+        self._frames = ConnectionFrames(self.conn_id, ctx.recorder)
+        self._emit = self._frames.emit
+        self._keep_pace = self._frames.keep_pace
         self.busy = False  # inside an exchange: graceful shutdown lets it finish
         self._out: list[bytes] = []  # response bytes of the current upstream read, written at once
         if initial:
             self._events.extend(self.http.feed(initial))
 
     # --- recording -------------------------------------------------------------------------------
-
-    def _emit(self, direction: Direction, event: Event, exchange_id: str) -> None:
-        frame = Frame(
-            conn_id=self.conn_id,
-            seq=self._seq,
-            ts_ns=time.time_ns(),
-            direction=direction,
-            event=event,  # type: ignore[arg-type]
-            exchange_id=exchange_id,
-        )
-        self._seq += 1
-        if not self.ctx.recorder.record(frame):
-            self._behind = True
-
-    async def _keep_pace(self) -> None:
-        """Let the log writer catch up when it fell behind (back-pressure, counted by the recorder)."""
-        if self._behind:
-            self._behind = False
-            await self.ctx.recorder.room()
 
     # --- the connection loop ---------------------------------------------------------------------
 
@@ -437,7 +419,7 @@ class ClientConnection:
                             ex, 502, "upstream_aborted", "the upstream closed the connection mid-response"
                         )
             await self._drain(ex)
-            if self._behind:
+            if self._frames.behind:
                 await self._keep_pace()
 
     # --- the relay fast path: bodies with known framing cross as read, h11 only for heads ------------
@@ -550,7 +532,7 @@ class ClientConnection:
                 await self._drain(ex)
                 return
             await self._drain(ex)
-            if self._behind:
+            if self._frames.behind:
                 await self._keep_pace()
             watchdog.waiting()
             try:

@@ -18,7 +18,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from gateway.upstream import UpstreamConnection, UpstreamPool, UpstreamTlsError, UpstreamUnavailable
+from gateway.upstream import (
+    UpstreamConnection,
+    UpstreamPool,
+    UpstreamTlsError,
+    open_upstream,
+)
 from parsers.errors import ParseError
 from parsers.events import (
     BodyChunk,
@@ -280,26 +285,7 @@ class H2UpstreamPool(UpstreamPool):
             return conn.open_stream()
 
     async def _connect(self) -> _Connection:
-        try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                reader, writer = await asyncio.open_connection(
-                    self.host,
-                    self.port,
-                    limit=READ_SIZE,
-                    ssl=self.tls,
-                    server_hostname=self.host if self.tls else None,
-                    ssl_handshake_timeout=self._connect_timeout_s if self.tls else None,
-                )
-        except ssl.SSLCertVerificationError as exc:
-            raise UpstreamTlsError(
-                f"upstream {self.host}:{self.port} certificate not trusted: {exc.verify_message}"
-            ) from exc
-        except ssl.SSLError as exc:
-            raise UpstreamTlsError(
-                f"TLS handshake with upstream {self.host}:{self.port} failed: {exc.reason or exc}"
-            ) from exc
-        except OSError as exc:
-            raise UpstreamUnavailable(f"cannot connect to upstream {self.host}:{self.port}: {exc}") from exc
+        reader, writer = await open_upstream(self.host, self.port, self.tls, self._connect_timeout_s)
         ssl_object = writer.get_extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
             writer.transport.abort()

@@ -121,26 +121,7 @@ class UpstreamPool:
                 self.reuses += 1
                 return conn
             conn.abort()
-        try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                reader, writer = await asyncio.open_connection(
-                    self.host,
-                    self.port,
-                    limit=READ_SIZE,
-                    ssl=self.tls,
-                    server_hostname=self.host if self.tls else None,
-                    ssl_handshake_timeout=self._connect_timeout_s if self.tls else None,
-                )
-        except ssl.SSLCertVerificationError as exc:  # before OSError, its base class
-            raise UpstreamTlsError(
-                f"upstream {self.host}:{self.port} certificate not trusted: {exc.verify_message}"
-            ) from exc
-        except ssl.SSLError as exc:
-            raise UpstreamTlsError(
-                f"TLS handshake with upstream {self.host}:{self.port} failed: {exc.reason or exc}"
-            ) from exc
-        except OSError as exc:
-            raise UpstreamUnavailable(f"cannot connect to upstream {self.host}:{self.port}: {exc}") from exc
+        reader, writer = await open_upstream(self.host, self.port, self.tls, self._connect_timeout_s)
         self.connects += 1
         return UpstreamConnection(reader, writer, self._max_head_bytes)
 
@@ -159,3 +140,33 @@ class UpstreamPool:
 
 
 __all__ = ["UpstreamConnection", "UpstreamPool", "UpstreamTlsError", "UpstreamUnavailable"]
+
+
+async def open_upstream(
+    host: str, port: int, tls: ssl.SSLContext | None, timeout_s: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the upstream (TLS handshake included), with failures named for the client's 502.
+
+    Raises:
+        UpstreamTlsError: the TLS handshake failed.
+        UpstreamUnavailable: connection refused or unreachable.
+        TimeoutError: not connected within ``timeout_s``.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.open_connection(
+                host,
+                port,
+                limit=READ_SIZE,
+                ssl=tls,
+                server_hostname=host if tls else None,
+                ssl_handshake_timeout=timeout_s if tls else None,
+            )
+    except ssl.SSLCertVerificationError as exc:  # before SSLError and OSError, its bases
+        untrusted = exc.verify_message
+        raise UpstreamTlsError(f"upstream {host}:{port} certificate not trusted: {untrusted}") from exc
+    except ssl.SSLError as exc:
+        reason = exc.reason or exc
+        raise UpstreamTlsError(f"TLS handshake with upstream {host}:{port} failed: {reason}") from exc
+    except OSError as exc:
+        raise UpstreamUnavailable(f"cannot connect to upstream {host}:{port}: {exc}") from exc

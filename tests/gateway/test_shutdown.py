@@ -44,15 +44,24 @@ async def stream_body(http: httpx.AsyncClient, port: int, started: asyncio.Event
         return b"".join(pieces)
 
 
-async def refused_soon(http: httpx.AsyncClient, port: int, within_s: float) -> bool:
-    """True once a new connection is refused; polls, since the signal lands at the gateway's pace."""
+async def refused_soon(port: int, within_s: float) -> bool:
+    """True once a new connection is refused; polls, since the signal lands at the gateway's pace.
+
+    Each probe opens its own connection: a pooled keep-alive one would be closed by the drain and
+    read as a disconnect, not a refusal. A connection accepted just as the drain begins may be cut
+    the same way, so a disconnect means "try again", not a failure.
+    """
     deadline = asyncio.get_running_loop().time() + within_s
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            await http.get(f"http://127.0.0.1:{port}/v1/models")
-        except httpx.ConnectError:
-            return True
-        await asyncio.sleep(0.05)
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=2, limits=no_reuse) as probe:
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                await probe.get(f"http://127.0.0.1:{port}/v1/models")
+            except httpx.ConnectError:
+                return True
+            except httpx.RemoteProtocolError:
+                pass
+            await asyncio.sleep(0.05)
     return False
 
 
@@ -69,7 +78,7 @@ async def test_sigterm_lets_streams_in_flight_finish(tmp_path: Path) -> None:
                 async with asyncio.timeout(10):  # every stream is under way before the signal
                     await asyncio.gather(*(s.wait() for s in started))
                 proc.send_signal(signal.SIGTERM)
-                refused = await refused_soon(http, port, within_s=2.0)
+                refused = await refused_soon(port, within_s=2.0)
                 bodies = await asyncio.gather(*streams)
             code = await asyncio.to_thread(proc.wait, 30)
         finally:

@@ -9,6 +9,7 @@ from typing import Literal, NamedTuple
 
 import msgspec
 
+from gateway.approvals.config import ApprovalsConfig, ApprovalsConfigError, compile_rules
 from gateway.masking import MaskingConfig, MaskingConfigError, rules_by_scope
 from gateway.protocols import DuplicateParser, available_parsers, protocol_problem
 
@@ -174,6 +175,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     upstream_credential: UpstreamCredentialConfig = msgspec.field(default_factory=UpstreamCredentialConfig)
     masking: MaskingConfig = msgspec.field(default_factory=MaskingConfig)
+    approvals: ApprovalsConfig = msgspec.field(default_factory=ApprovalsConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -331,6 +333,10 @@ def validate(config: Config) -> Config:
     try:
         rules_by_scope(config.masking)
     except MaskingConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        compile_rules(config.approvals, config.admin.approver_groups)
+    except ApprovalsConfigError as exc:
         raise ConfigError(str(exc)) from None
     return config
 

@@ -249,6 +249,36 @@ class MaskingApplied(Event, frozen=True, kw_only=True):
     field: str = ""  # where: "choices[0].delta.content" in a stream, "target", or a header name
 
 
+# --- Approvals: a tool call held for a human decision (gateway.approvals) --------------------------------
+
+
+class ApprovalRequested(Event, frozen=True, kw_only=True):
+    """A tool call in the response matched an approval rule and is held until someone decides.
+
+    The arguments themselves are in the recorded response body (record-masked like everything else);
+    this frame binds the hold to them by digest.
+    """
+
+    hold_id: str
+    rule: str
+    tool_name: str
+    call_id: str
+    arguments_sha256: str  # hex SHA-256 of the arguments JSON text exactly as the model sent it
+    requested_by: Identity
+    approver_groups: tuple[str, ...]
+    expires_at_ns: int  # wall clock; no decision by then denies (verdict "expired")
+
+
+class ApprovalDecided(Event, frozen=True, kw_only=True):
+    """What became of a hold: released to the agent (approved) or replaced by a denial (everything else)."""
+
+    hold_id: str
+    verdict: str  # approved | denied | expired | failed
+    approver: Identity  # ANONYMOUS for expired and failed
+    comment: str = ""
+    reason: str = ""  # why it expired or failed ("gateway shutting down", "client disconnected")
+
+
 RecordedEvent = (
     RequestHead
     | ResponseHead
@@ -271,10 +301,14 @@ RecordedEvent = (
     | ConsoleAccess
     | PolicyDecision
     | MaskingApplied
+    | ApprovalRequested
+    | ApprovalDecided
 )
 
 __all__ = [
     "ANONYMOUS",
+    "ApprovalDecided",
+    "ApprovalRequested",
     "BodyChunk",
     "Checkpoint",
     "ConnectionClosed",

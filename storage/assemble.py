@@ -14,6 +14,8 @@ import msgspec
 
 from parsers.events import (
     ANONYMOUS,
+    ApprovalDecided,
+    ApprovalRequested,
     BodyChunk,
     Checkpoint,
     ConnectionClosed,
@@ -173,6 +175,8 @@ class _Open:
                 | GoAway()
                 | ConsoleAccess()
                 | MaskingApplied()
+                | ApprovalRequested()
+                | ApprovalDecided()
             ):
                 return
             case MessageEnd() | ConnectionClosed() | ParseFailed() | SseMessage() | SseComment():

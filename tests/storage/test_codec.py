@@ -6,6 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from parsers.events import (
+    ApprovalDecided,
+    ApprovalRequested,
     BodyChunk,
     Checkpoint,
     ConnectionClosed,
@@ -149,6 +151,27 @@ events: st.SearchStrategy[RecordedEvent] = st.one_of(
         position=small,
         field=st.text(max_size=20),
     ),
+    st.builds(
+        ApprovalRequested,
+        stream_id=small,
+        hold_id=texts,
+        rule=texts,
+        tool_name=texts,
+        call_id=texts,
+        arguments_sha256=texts,
+        requested_by=identities,
+        approver_groups=st.lists(texts, max_size=3).map(tuple),
+        expires_at_ns=i64,
+    ),
+    st.builds(
+        ApprovalDecided,
+        stream_id=small,
+        hold_id=texts,
+        verdict=st.sampled_from(["approved", "denied", "expired", "failed"]),
+        approver=identities,
+        comment=texts,
+        reason=texts,
+    ),
 )
 
 frames = st.builds(
@@ -168,4 +191,4 @@ def test_decode_of_encode_is_identity(frame: Frame) -> None:
 
 
 def test_every_event_type_is_covered() -> None:
-    assert len(RecordedEvent.__args__) == 21  # a new event type needs a strategy above
+    assert len(RecordedEvent.__args__) == 23  # a new event type needs a strategy above

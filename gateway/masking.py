@@ -1,4 +1,8 @@
-"""Masking in the record scope: frames on their way to the log lose every secret the rules find.
+"""Masking: the ``[masking]`` config, who gets which rules (``MaskingPlan``), and the record scope.
+
+``MaskingPlan.for_identity(identity)`` gives the rules per scope for one caller (global rules plus the
+``[[masking.overrides]]`` of its groups). The record scope is the same for everyone: frames on their way
+to the log lose every secret its rules find.
 
 The recorder calls ``RecordMasking.frames()`` for every frame before queueing it, so no path that
 records (the h11 relay, a fast relay, HTTP/2) can put a raw secret into the log, and the index, which
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -30,6 +34,7 @@ from parsers.events import (
     Direction,
     ExchangeEnded,
     Headers,
+    Identity,
     MaskingApplied,
     MessageEnd,
     RequestHead,
@@ -54,8 +59,11 @@ RECORD: Final = "record"
 UPSTREAM: Final = "upstream"
 CLIENT: Final = "client"
 SCOPES: Final = (RECORD, UPSTREAM, CLIENT)
+# The scopes the data path masks. A configured scope that is not here is refused at startup.
+IMPLEMENTED_SCOPES: Final = (RECORD,)
 MASKED_ENCODING_FIELD: Final = b"X-Wardgate-Masked-Content-Encoding"
 _DECODABLE: Final = {b"gzip": 31, b"x-gzip": 31, b"deflate": 15}  # zlib wbits per coding
+MAX_CACHED_GROUP_SETS: Final = 4096  # MaskingPlan: distinct group sets kept; past this it starts over
 MAX_OPEN_BODIES: Final = 100_000  # beyond this the oldest body's held tail is dropped (never written raw)
 
 _BodyKey = tuple[str, str, int, int]  # conn_id, exchange_id, direction, stream_id
@@ -67,7 +75,19 @@ class CustomRuleConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         str  # a regular expression (the ``regex`` module); a named group ``secret`` limits the replacement
     )
     replacement: str = DEFAULT_TEMPLATE  # "{rule}" is the name; \1 and \g<name> are groups of the match
-    scopes: list[str] = msgspec.field(default_factory=lambda: [RECORD])
+    scopes: list[str] = msgspec.field(default_factory=lambda: [RECORD])  # []: only where an override enables
+
+
+class MaskingOverride(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[[masking.overrides]]``: for callers in ``groups``, rules turned on or off in ``scopes``.
+
+    Overrides apply in config order on top of the global rules; a later one wins. ``"*"`` names every rule.
+    """
+
+    groups: list[str]
+    scopes: list[str]  # upstream | client (the record scope is the same for everyone)
+    enable: list[str] = msgspec.field(default_factory=list)  # detector or custom rule names
+    disable: list[str] = msgspec.field(default_factory=list)
 
 
 class MaskingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -76,19 +96,85 @@ class MaskingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     scopes: dict[str, list[str]] = msgspec.field(default_factory=dict)  # detector -> scopes; default record
     rules: list[CustomRuleConfig] = msgspec.field(default_factory=list)
     max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS  # longest text a stream holds back while a match may form
+    overrides: list[MaskingOverride] = msgspec.field(default_factory=list)
 
 
 class MaskingConfigError(ValueError):
     """A masking setting that cannot work; the message names the field (``masking.rules[0].pattern``)."""
 
 
-def rules_by_scope(config: MaskingConfig) -> dict[str, list[Rule]]:
-    """The rules that apply in each scope, built-ins first (in their documented order), then custom rules.
+class ScopeRules(NamedTuple):
+    """The rules one caller's traffic is masked with, per scope, in tie-breaking order (empty: none)."""
+
+    record: tuple[Rule, ...]  # the log and index (the same for every caller)
+    upstream: tuple[Rule, ...]  # the request body as the model gets it
+    client: tuple[Rule, ...]  # the response as the client gets it
+
+
+class MaskingPlan:
+    """Which rules apply to whom: the global ``[masking]`` rules with ``[[masking.overrides]]`` on top.
+
+    Built once at startup (every regex compiled then); ``for_identity`` is the data path's one call.
 
     Raises:
-        MaskingConfigError: an unknown detector or scope, or a custom rule that does not compile.
+        MaskingConfigError: (on construction) an unknown detector, rule or scope, or a custom rule that
+            does not compile.
     """
-    out: dict[str, list[Rule]] = {scope: [] for scope in SCOPES}
+
+    def __init__(self, config: MaskingConfig) -> None:
+        self.max_hold_chars = config.max_hold_chars
+        self._catalog = _catalog(config)  # every rule by name, built-ins first in documented order
+        base: dict[str, set[str]] = {scope: set() for scope in SCOPES}
+        if config.enabled:
+            for name in BUILTIN:
+                if name not in config.disabled:
+                    for scope in config.scopes.get(name, [RECORD]):
+                        base[scope].add(name)
+            for custom in config.rules:
+                for scope in custom.scopes:
+                    base[scope].add(custom.name)
+        self._base = base
+        self._overrides = [
+            (frozenset(o.groups), o.scopes, self._names(o.enable), self._names(o.disable))
+            for o in (config.overrides if config.enabled else [])
+        ]
+        self._groups = frozenset(group for groups, *_ in self._overrides for group in groups)
+        self._cache: dict[frozenset[str], ScopeRules] = {}
+        self.default = self._build(frozenset())
+
+    def for_identity(self, identity: Identity) -> ScopeRules:
+        """The rules for this caller's groups: computed once per distinct set of overridden groups.
+
+        Cheap enough for every request: a set intersection and a dict lookup; no regex is compiled here.
+        """
+        key = self._groups.intersection(identity.groups)
+        if not key:
+            return self.default
+        rules = self._cache.get(key)
+        if rules is None:
+            if len(self._cache) >= MAX_CACHED_GROUP_SETS:
+                self._cache.clear()
+            rules = self._cache[key] = self._build(key)
+        return rules
+
+    def _names(self, names: list[str]) -> frozenset[str]:
+        return frozenset(self._catalog) if "*" in names else frozenset(names)
+
+    def _build(self, groups: frozenset[str]) -> ScopeRules:
+        names = {scope: set(members) for scope, members in self._base.items()}
+        for override_groups, scopes, enable, disable in self._overrides:
+            if override_groups & groups:
+                for scope in scopes:
+                    names[scope] |= enable
+                    names[scope] -= disable
+        record, upstream, client = (
+            tuple(rule for name, rule in self._catalog.items() if name in names[scope]) for scope in SCOPES
+        )
+        return ScopeRules(record=record, upstream=upstream, client=client)
+
+
+def _catalog(config: MaskingConfig) -> dict[str, Rule]:
+    """Every rule by name, validated: built-ins in their documented order, then the custom rules."""
     if config.max_hold_chars < 256:
         raise MaskingConfigError("masking.max_hold_chars: must be at least 256")
     for name in [*config.disabled, *config.scopes]:
@@ -98,22 +184,46 @@ def rules_by_scope(config: MaskingConfig) -> dict[str, list[Rule]]:
             )
     for name, scopes in config.scopes.items():
         _check_scopes(scopes, f"masking.scopes.{name}")
+    catalog = dict(BUILTIN)
     for i, custom in enumerate(config.rules):
         _check_scopes(custom.scopes, f"masking.rules[{i}].scopes")
-    if not config.enabled:
-        return out
-    for name, rule in BUILTIN.items():
-        if name not in config.disabled:
-            for scope in config.scopes.get(name, [RECORD]):
-                out[scope].append(rule)
-    for i, custom in enumerate(config.rules):
+        if custom.name in catalog:
+            raise MaskingConfigError(f"masking.rules[{i}]: rule name {custom.name!r} is taken")
         try:
-            rule = custom_rule(custom.name, custom.pattern, custom.replacement)
+            catalog[custom.name] = custom_rule(custom.name, custom.pattern, custom.replacement)
         except RuleError as exc:
             raise MaskingConfigError(f"masking.rules[{i}]: {exc}") from None
-        for scope in custom.scopes:
-            out[scope].append(rule)
-    return out
+    for i, override in enumerate(config.overrides):
+        field = f"masking.overrides[{i}]"
+        if not override.groups:
+            raise MaskingConfigError(f"{field}.groups: name at least one group")
+        if not override.scopes:
+            raise MaskingConfigError(f"{field}.scopes: name at least one scope (upstream, client)")
+        _check_scopes(override.scopes, f"{field}.scopes")
+        if RECORD in override.scopes:
+            raise MaskingConfigError(
+                f"{field}.scopes: 'record' cannot differ per group (the log is masked alike for everyone)"
+            )
+        if not (override.enable or override.disable):
+            raise MaskingConfigError(f"{field}: enable or disable at least one rule")
+        for key in ("enable", "disable"):
+            for name in getattr(override, key):
+                if name != "*" and name not in catalog:
+                    raise MaskingConfigError(
+                        f"{field}.{key}: unknown rule {name!r}; rules are {', '.join(catalog)} or *"
+                    )
+    return catalog
+
+
+def rules_by_scope(config: MaskingConfig) -> dict[str, list[Rule]]:
+    """The rules that apply in each scope to a caller no override names, built-ins first, then custom.
+
+    Raises:
+        MaskingConfigError: an unknown detector, rule or scope, or a custom rule that does not compile.
+    """
+    plan = MaskingPlan(config)
+    _check_implemented(config)
+    return {scope: list(rules) for scope, rules in zip(SCOPES, plan.default, strict=True)}
 
 
 def record_masking(config: MaskingConfig) -> RecordMasking | None:
@@ -126,8 +236,19 @@ def _check_scopes(scopes: list[str], field: str) -> None:
     for scope in scopes:
         if scope not in SCOPES:
             raise MaskingConfigError(f"{field}: unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
-        if scope != RECORD:  # refused rather than silently ignored: the model or client would see the secret
-            raise MaskingConfigError(f"{field}: scope {scope!r} is not implemented yet (only 'record' is)")
+
+
+def _check_implemented(config: MaskingConfig) -> None:
+    """Refused, not ignored: the model or the client would see a secret the config says is masked."""
+    fields = [
+        *((f"masking.scopes.{name}", scopes) for name, scopes in config.scopes.items()),
+        *((f"masking.rules[{i}].scopes", rule.scopes) for i, rule in enumerate(config.rules)),
+        *((f"masking.overrides[{i}].scopes", o.scopes) for i, o in enumerate(config.overrides)),
+    ]
+    for field, scopes in fields:
+        for scope in scopes:
+            if scope not in IMPLEMENTED_SCOPES:
+                raise MaskingConfigError(f"{field}: scope {scope!r} is not implemented yet")
 
 
 def body_masker(rules: Sequence[Rule], content_type: bytes, *, max_hold_chars: int) -> BodyMasker:
@@ -320,6 +441,7 @@ class RecordMasking:
 
 __all__ = [
     "CLIENT",
+    "IMPLEMENTED_SCOPES",
     "MASKED_ENCODING_FIELD",
     "RECORD",
     "SCOPES",
@@ -327,7 +449,10 @@ __all__ = [
     "CustomRuleConfig",
     "MaskingConfig",
     "MaskingConfigError",
+    "MaskingOverride",
+    "MaskingPlan",
     "RecordMasking",
+    "ScopeRules",
     "body_masker",
     "record_masking",
     "rules_by_scope",

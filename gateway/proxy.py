@@ -18,6 +18,7 @@ from gateway.conn_frames import ConnectionFrames
 from gateway.forwarding import client_response_head, error_response, first, upstream_request_head
 from gateway.identity.access import AccessControl, Refused
 from gateway.ids import new_id
+from gateway.masking import MaskingPlan
 from gateway.read_watchdog import ReadWatchdog
 from gateway.recorder import Recorder, RecordingFailed
 from gateway.sessions import SESSION_HEADER, BadSessionHeader, SessionTracker
@@ -75,6 +76,7 @@ class ProxyContext:
     upstream_prefix: bytes  # path prefix of the upstream URL, prepended to every target
     stats: ProxyStats = field(default_factory=ProxyStats)
     access: AccessControl | None = None  # identity, policy, upstream credential; None: none configured
+    masking: MaskingPlan | None = None  # per caller: the rules of each masking scope; None: no masking
     closing: bool = False  # shutting down: finish the exchange in flight, take no further request
 
 

@@ -29,7 +29,7 @@ from gateway.h2_upstream import H2UpstreamPool
 from gateway.identity.access import AccessControl
 from gateway.ids import new_id
 from gateway.indexer import FollowerProcess
-from gateway.masking import record_masking
+from gateway.masking import MaskingPlan, record_masking
 from gateway.metrics import Exposition, Histogram
 from gateway.proxy import ProxyContext
 from gateway.recorder import Recorder
@@ -88,6 +88,7 @@ class Gateway:
         self.credentials = credentials  # the admin console's; default: the data plane's authenticator
         self._environ: Mapping[str, str] = environ or {}  # for the upstream credential's variable
         self.access: AccessControl | None = None
+        self.masking: MaskingPlan | None = None
         self._on_ready = on_ready
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -168,6 +169,7 @@ class Gateway:
         data_dir = cfg.data_dir
         self.load_tls()
         self.access = AccessControl.from_config(cfg, self._environ)  # a bad auth setting fails here
+        self.masking = MaskingPlan(cfg.masking)  # every rule compiled once, here
         data_dir.mkdir(parents=True, exist_ok=True)
         # A worker runs under its supervisor's lock (inherited: it stays held while any worker lives).
         lock: AbstractContextManager[object] = DataDirLock(data_dir) if self.worker is None else nullcontext()
@@ -308,6 +310,7 @@ class Gateway:
             upstream_authority=upstream.authority.encode(),
             upstream_prefix=upstream.prefix.encode(),
             access=self.access,
+            masking=self.masking,
         )
         self.contexts.append(ctx)
         handler = functools.partial(self._handle, ctx)

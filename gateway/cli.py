@@ -16,7 +16,7 @@ from pathlib import Path
 import uvloop
 
 from benchmarks import cli as bench_cli
-from gateway import identity, indexer, inspect, keys, mock_llm, retention, worker
+from gateway import approvals_cli, identity, indexer, inspect, keys, mock_llm, retention, worker
 from gateway.config import Config, ConfigError, apply_flags, load, validate
 from gateway.server import Gateway
 from gateway.supervisor import Supervisor
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_command(sub)
     retention.add_commands(sub)
     identity.add_commands(sub)
+    approvals_cli.add_commands(sub)
     bench_cli.add_command(sub)
     return parser
 

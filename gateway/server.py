@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from gateway.admin import AdminServer, Readiness
+from gateway.approvals.registry import HoldRegistry
 from gateway.config import Config, ConfigError, parse_upstream, split_host_port
 from gateway.console import AdminListener, Credentials
 from gateway.dispatch import AnyConnection, accept
 from gateway.h2_connection import H2ClientConnection
 from gateway.h2_upstream import H2UpstreamPool
+from gateway.hold_channel import HoldChannel, socket_path
+from gateway.hold_source import LocalHolds
 from gateway.identity.access import AccessControl
 from gateway.ids import new_id
 from gateway.indexer import FollowerProcess
@@ -102,6 +105,7 @@ class Gateway:
         self.index: SqliteIndex | None = None
         self.indexer = FollowerProcess(config.data_dir, series=worker.series if worker else 0)
         self.admin_address: tuple[str, int] | None = None
+        self.holds = HoldRegistry()  # tool calls held for a decision (decided through the admin API)
         self.write_seconds = Histogram()
         self.fsync_seconds = Histogram()
 
@@ -244,6 +248,10 @@ class Gateway:
                 tasks.create_task(loop, name="retention")
             servers = [await self._listen(i, recorder, sessions) for i in range(len(cfg.listeners))]
             admin: AdminListener | None = None
+            channel: HoldChannel | None = None
+            if self.worker is not None:
+                # The supervisor's console asks every worker for its holds over this socket.
+                channel = await HoldChannel.open(socket_path(cfg.data_dir, self.worker.series), self.holds)
             if cfg.admin.listen and self.worker is not None:
                 # A worker's own listener only answers its supervisor's scrapes (the supervisor serves
                 # health, metrics and the console).
@@ -262,6 +270,7 @@ class Gateway:
                     readiness=self.readiness,
                     metrics=self.metrics,
                     version=VERSION,
+                    holds=LocalHolds(self.holds),
                 )
                 admin.start(tasks)
                 self.admin_address = admin.address
@@ -272,6 +281,8 @@ class Gateway:
                 server.close()
             if admin is not None:
                 await admin.close()  # before the recorder: it records who looked
+            if channel is not None:
+                await channel.close()
             await self._close_connections()
             for ctx in self.contexts:
                 ctx.pool.close()

@@ -21,12 +21,14 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from gateway.admin import Readiness
 from gateway.config import Config, split_host_port
+from gateway.hold_channel import WorkerHolds, socket_path
 from gateway.metrics import Exposition
 from gateway.server import VERSION, Gateway, key_path
 from gateway.supervisor_console import SupervisorConsole
@@ -164,6 +166,7 @@ class Supervisor:
                         metrics=self.metrics,
                         refresh=self.scrape,
                         version=VERSION,
+                        holds=WorkerHolds(self._hold_sockets),
                     )
                     console.start(tasks)
                     self.admin_address = console.address
@@ -245,6 +248,11 @@ class Supervisor:
                 worker.ready.set()
 
     # --- admin ------------------------------------------------------------------------------------
+
+    def _hold_sockets(self) -> list[Path]:
+        """The held-call sockets of the workers serving now (a dead one's holds died with it)."""
+        data_dir = self.config.data_dir
+        return [socket_path(data_dir, w.number) for w in self.workers if w.ready.is_set()]
 
     async def scrape(self) -> None:
         """Ask every worker for its readiness and metrics (what ``readiness``/``metrics`` then report)."""

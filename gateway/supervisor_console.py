@@ -4,7 +4,8 @@ The supervisor serves no traffic, so its own segment series (``storage.series.SU
 ``<data>/supervisor``) holds only ``ConsoleAccess`` frames and checkpoints, with its own hash chain. It is
 written by the same ``Recorder`` a gateway uses, so an access is fsync'd before it is answered. No index
 follower reads it: the index holds exchanges, and the audit trail reads the frames themselves. The console
-reads the shared index and every series (the workers' and this one) as one log.
+reads the shared index and every series (the workers' and this one) as one log; held tool calls live in
+the workers and are asked for and decided over their sockets (``gateway.hold_channel``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from gateway.admin import Readiness
 from gateway.config import Config
 from gateway.console import AdminListener
+from gateway.hold_source import HoldSource
 from gateway.identity.authenticator import Authenticator
 from gateway.metrics import Exposition
 from gateway.recorder import Recorder
@@ -44,6 +46,7 @@ class SupervisorConsole:
         metrics: Callable[[Exposition], None],
         refresh: Callable[[], Awaitable[None]],
         version: str,
+        holds: HoldSource,
     ) -> SupervisorConsole:
         """Open the supervisor's series and bind the admin listener; ``start`` then serves.
 
@@ -78,6 +81,7 @@ class SupervisorConsole:
                 metrics=metrics,
                 version=version,
                 refresh=refresh,
+                holds=holds,
             )
         except BaseException:
             log.close()

@@ -22,11 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admin import Readiness
 from gateway.console._api import ConsoleApi, json_response
+from gateway.console._approvals import ApprovalsApi, NoHolds
 from gateway.console._audit import AuditTrail
 from gateway.console._auth import Access, Role
 from gateway.console._models import Health, Problem, ReadyStatus
 from gateway.console._openapi import openapi_document
 from gateway.console._reading import LogReader
+from gateway.hold_source import HoldSource
 from gateway.metrics import Exposition
 from storage.errors import StorageError
 
@@ -36,6 +38,9 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
+    410: "gone",
+    413: "too_large",
     503: "unavailable",
 }
 _ASSETS = {
@@ -108,12 +113,14 @@ def build_app(
     version: str,
     stopping: asyncio.Event,
     refresh: Callable[[], Awaitable[None]] | None = None,
+    holds: HoldSource | None = None,
 ) -> ASGIApp:
     """The ASGI app of the admin listener; ``refresh`` gathers what ``readiness`` and ``metrics`` then
-    report (a supervisor scrapes its workers)."""
+    report (a supervisor scrapes its workers); ``holds`` are the tool calls waiting for a decision."""
     document = msgspec.json.encode(openapi_document(version))
     assets = {path: (_asset(name), media) for path, (name, media) in _ASSETS.items()}
     api = ConsoleApi(access, audit, reader, stopping)
+    approvals = ApprovalsApi(access, audit, holds or NoHolds())
 
     async def healthz(request: Request) -> Response:
         return json_response(Health(status="ok"))
@@ -147,6 +154,7 @@ def build_app(
         Route("/metrics", metrics_page),
         Route("/api/openapi.json", openapi),
         *api.routes(),
+        *approvals.routes(),
         *(Route(path, asset) for path in assets),
     ]
     handlers: dict[Any, Any] = {HTTPException: _http_error, StorageError: _storage_error}

@@ -78,15 +78,17 @@ class Access:
             headers = {"WWW-Authenticate": 'Bearer realm="wardgate-admin"'} if exc.status == 401 else None
             raise HTTPException(exc.status, exc.reason, headers=headers) from None
 
-    async def require(self, request: Request, role: Role) -> Identity:
-        """The verified caller, if one of its groups grants ``role``.
+    async def require(self, request: Request, role: Role, *alternatives: Role) -> Identity:
+        """The verified caller, if one of its groups grants ``role`` (or one of the ``alternatives``).
 
         Raises:
             HTTPException: 401 without acceptable credentials, 403 without the role.
         """
         identity = await self.identify(request)
-        if role not in self.roles(identity):
-            raise HTTPException(403, f"{identity.subject!r} is not in a group with the {role.value} role")
+        wanted = (role, *alternatives)
+        if not set(wanted) & set(self.roles(identity)):
+            names = " or ".join(r.value for r in wanted)
+            raise HTTPException(403, f"{identity.subject!r} is not in a group with the {names} role")
         return identity
 
 

@@ -22,6 +22,7 @@ from gateway.console._app import build_app
 from gateway.console._audit import AuditTrail
 from gateway.console._auth import Access, Credentials
 from gateway.console._reading import LogReader
+from gateway.hold_source import HoldSource
 from gateway.metrics import Exposition
 from gateway.recorder import Recorder
 
@@ -60,6 +61,7 @@ class AdminListener:
         metrics: Callable[[Exposition], None],
         version: str,
         refresh: Callable[[], Awaitable[None]] | None = None,
+        holds: HoldSource | None = None,
     ) -> AdminListener:
         """Bind the socket and open the index; ``start`` then serves.
 
@@ -96,6 +98,7 @@ class AdminListener:
             version=version,
             stopping=stopping,
             refresh=refresh,
+            holds=holds,
         )
         uv_config = uvicorn.Config(
             app,

@@ -3,10 +3,11 @@ from these, so the served document cannot drift from what is sent."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
+from gateway.approvals.registry import PendingHold
 from gateway.render import ReplayedExchange
 from parsers.events import Identity
 from storage.assemble import ExchangeRecord
@@ -119,6 +120,22 @@ class AuditPage(msgspec.Struct, kw_only=True):
     complete: bool
 
 
+class HoldPage(msgspec.Struct, kw_only=True):
+    """Tool calls held for a decision, oldest first (every worker's)."""
+
+    items: list[PendingHold]
+
+
+MAX_COMMENT_CHARS = 2000
+
+
+class DecisionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An approval or denial, bound to the arguments it was shown by their digest."""
+
+    arguments_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    comment: Annotated[str, msgspec.Meta(max_length=MAX_COMMENT_CHARS)] = ""
+
+
 class Health(msgspec.Struct, kw_only=True):
     status: str
 
@@ -152,6 +169,9 @@ SCHEMA_TYPES: tuple[type[msgspec.Struct], ...] = (
     ReadyStatus,
     Verification,
     AuditPage,
+    HoldPage,
+    PendingHold,
+    DecisionRequest,
 )
 
 __all__ = [
@@ -159,10 +179,12 @@ __all__ = [
     "AuditEntry",
     "AuditPage",
     "Chunk",
+    "DecisionRequest",
     "ExchangeDetail",
     "ExchangeEvent",
     "ExchangePage",
     "Health",
+    "HoldPage",
     "Me",
     "Message",
     "Problem",

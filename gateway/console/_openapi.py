@@ -77,6 +77,31 @@ def _get(
     return {"get": operation}
 
 
+def _decision(verb: str, effect: str) -> dict[str, Any]:
+    refusals = {
+        "400": _json("Problem", "The body is not a decision (named in detail)"),
+        "403": _json(
+            "Problem",
+            "Not an approver, not in the hold's approver groups, or approving one's own request",
+        ),
+        "404": _json("Problem", "No such pending hold (unknown, or already decided)"),
+        "409": _json("Problem", "arguments_sha256 is not the digest of the held call's arguments"),
+        "410": _json("Problem", "The hold expired before the decision"),
+        "413": _json("Problem", "The body is too large"),
+    }
+    operation = _get(
+        f"{verb} a held tool call: {effect} (audited as {verb.lower()})",
+        {"200": _json("PendingHold", "Decided: the hold as it was")},
+        params=[_path("hold_id")],
+    )["get"]
+    operation["responses"] = {**operation["responses"], **refusals}
+    operation["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("DecisionRequest")}},
+    }
+    return {"post": operation}
+
+
 def _paths() -> dict[str, Any]:
     bad = {"400": _json("Problem", "A parameter out of bounds (named in detail)")}
     missing = {"404": _json("Problem", "No such session or exchange")}
@@ -165,6 +190,17 @@ def _paths() -> dict[str, Any]:
                 ),
             ],
         ),
+        "/api/approvals": _get(
+            "Tool calls held for a decision, oldest first (approver or auditor; audited as list_approvals)",
+            {"200": _json("HoldPage", "The pending holds")},
+        ),
+        "/api/approvals/{hold_id}": _get(
+            "One pending hold (approver or auditor; audited as view_approval)",
+            {"200": _json("PendingHold", "The hold"), "404": _json("Problem", "No such pending hold")},
+            params=[_path("hold_id")],
+        ),
+        "/api/approvals/{hold_id}/approve": _decision("Approve", "the agent receives the original call"),
+        "/api/approvals/{hold_id}/deny": _decision("Deny", "the agent receives a denial message instead"),
         "/api/verify": _get(
             "Verify the whole log: CRCs, chain, signed checkpoints (audited as verify)",
             {"200": _json("Verification", "The report")},

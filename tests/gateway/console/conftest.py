@@ -24,12 +24,14 @@ from tests.gateway.conftest import make_config
 AUDITOR_KEY = new_api_key()
 DEVELOPER_KEY = new_api_key()
 METRICS_KEY = new_api_key()
+APPROVER_KEY = new_api_key()
 # The same [[auth.api_keys]] serve the data plane and the admin listener.
 AUTH = AuthConfig(
     api_keys=[
         ApiKeyConfig(name="alice-auditor", hash=hash_api_key(AUDITOR_KEY), groups=["staff", "auditors"]),
         ApiKeyConfig(name="dave-developer", hash=hash_api_key(DEVELOPER_KEY), groups=["developers"]),
         ApiKeyConfig(name="prometheus", hash=hash_api_key(METRICS_KEY), groups=["metrics"]),
+        ApiKeyConfig(name="erin-approver", hash=hash_api_key(APPROVER_KEY), groups=["approvers"]),
     ]
 )
 DEVELOPERS_MAY_CHAT = PolicyConfig(

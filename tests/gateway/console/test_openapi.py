@@ -9,7 +9,8 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.gateway.console.conftest import DEVELOPER_KEY, METRICS_KEY, Console, bearer
+from tests.gateway.console.conftest import APPROVER_KEY, DEVELOPER_KEY, METRICS_KEY, Console, bearer
+from tests.gateway.holding import holding, make_hold
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -27,7 +28,7 @@ class Document:
 
     def response(self, template: str, response: httpx.Response) -> dict[str, Any]:
         """The documented answer for this status, checked against its media type and JSON schema."""
-        declared = self.document["paths"][template]["get"]["responses"]
+        declared = self.document["paths"][template][response.request.method.lower()]["responses"]
         status = str(response.status_code)
         assert status in declared, f"{template} answered {status}, not documented"
         content: dict[str, Any] = declared[status]["content"]
@@ -83,6 +84,35 @@ async def test_every_response_matches_the_served_document(console: Console) -> N
     for template, path, headers, params in calls:
         doc.response(template, await console.admin.get(path, headers=headers, params=params))
 
+    async with holding(console.gateway.holds) as held:
+        first, second = await held.hold(make_hold()), await held.hold(make_hold())
+        approver = bearer(APPROVER_KEY)
+        one = "/api/approvals/{hold_id}"
+        doc.response("/api/approvals", await console.admin.get("/api/approvals", headers=approver))
+        doc.response("/api/approvals", await console.admin.get("/api/approvals", headers=developer))
+        doc.response(one, await console.admin.get(f"/api/approvals/{first.hold_id}", headers=auditor))
+        doc.response(one, await console.admin.get("/api/approvals/h_missing", headers=auditor))
+        posts = [
+            ("approve", first, {}, {}),
+            ("approve", first, auditor, {"arguments_sha256": first.arguments_sha256}),
+            ("approve", first, approver, {"arguments_sha256": "0" * 64}),
+            ("approve", first, approver, {"comment": "no digest"}),
+            ("deny", first, approver, {"arguments_sha256": first.arguments_sha256, "comment": "c" * 3000}),
+            ("approve", first, approver, {"arguments_sha256": first.arguments_sha256, "comment": "ok"}),
+            ("deny", first, approver, {"arguments_sha256": first.arguments_sha256}),
+            ("deny", second, approver, {"arguments_sha256": second.arguments_sha256}),
+        ]
+        for verb, hold, headers, body in posts:
+            path = f"/api/approvals/{hold.hold_id}/{verb}"
+            doc.response(
+                "/api/approvals/{hold_id}/" + verb, await console.admin.post(path, json=body, headers=headers)
+            )
+        big = await console.admin.post(
+            f"/api/approvals/{second.hold_id}/approve", content=b" " * 20_000, headers=approver
+        )
+        doc.response("/api/approvals/{hold_id}/approve", big)
+        doc.component("DecisionRequest", {"arguments_sha256": "a" * 64, "comment": "fine"})
+
     recorder = console.gateway.recorder
     assert recorder is not None
     recorder.failure = OSError(28, "No space left on device")
@@ -114,4 +144,4 @@ async def test_every_response_matches_the_served_document(console: Console) -> N
     # Every documented path was exercised, and every documented error status of the API at least once.
     assert {template for template, _ in doc.checked} == set(doc.document["paths"])
     statuses = {status for _, status in doc.checked}
-    assert {"200", "400", "401", "403", "404", "503"} <= statuses
+    assert {"200", "400", "401", "403", "404", "409", "413", "503"} <= statuses

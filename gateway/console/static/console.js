@@ -59,7 +59,7 @@ function token() {
 async function call(path, options) {
   const response = await fetch(path, {
     ...(options || {}),
-    headers: { Authorization: "Bearer " + token() },
+    headers: { ...((options && options.headers) || {}), Authorization: "Bearer " + token() },
     cache: "no-store",
   });
   if (response.status === 401) {
@@ -96,7 +96,7 @@ function loginPage(message) {
     "form",
     { class: "login card", id: "login-form" },
     el("h1", {}, "Log in"),
-    el("p", { class: "muted" }, "Paste a token of a member of the auditor group. It is kept in this tab only."),
+    el("p", { class: "muted" }, "Paste a token of a member of the auditor or approver group. It is kept in this tab only."),
     box,
     el("div", { class: "actions" }, el("button", { class: "primary", type: "submit", id: "login" }, "Log in")),
     note,
@@ -105,8 +105,8 @@ function loginPage(message) {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, box.value.trim());
     try {
-      await whoami();
-      location.hash = "#/sessions";
+      const me = await whoami();
+      location.hash = me.roles.includes("auditor") ? "#/sessions" : "#/approvals";
     } catch (error) {
       sessionStorage.removeItem(TOKEN_KEY);
       loginPage(String(error.message || error));
@@ -469,12 +469,133 @@ async function auditPage(params) {
   );
 }
 
+// --- approvals: tool calls held for a decision -----------------------------------------------------
+
+const APPROVALS_REFRESH_MS = 3000;
+let approvalsTimer = null;
+
+function fmtLeft(ns) {
+  const s = Math.max(0, Math.floor((ns - Date.now() * 1e6) / 1e9));
+  return Math.floor(s / 60) + "m " + String(s % 60).padStart(2, "0") + "s";
+}
+
+function contentText(content) {
+  if (typeof content === "string") return content;
+  if (Array.isArray(content)) return content.map((part) => (part && part.text) || "").join("");
+  return content === null || content === undefined ? "" : JSON.stringify(content);
+}
+
+function holdCard(hold, onDecided) {
+  const who = hold.requested_by;
+  const comment = el("textarea", { class: "comment", placeholder: "comment (recorded with the decision)", maxlength: "2000" });
+  const status = el("p", { class: "decision-status" });
+  const expiry = el("span", { class: "expiry" });
+  const tick = () => (expiry.textContent = "expires in " + fmtLeft(hold.expires_at_ns));
+  tick();
+  const buttons = [];
+  async function decide(verb) {
+    for (const button of buttons) button.disabled = true;
+    status.className = "decision-status muted";
+    status.textContent = verb === "approve" ? "approving…" : "denying…";
+    try {
+      const body = JSON.stringify({ arguments_sha256: hold.arguments_sha256, comment: comment.value });
+      const path = "/api/approvals/" + encodeURIComponent(hold.hold_id) + "/" + verb;
+      await call(path, { method: "POST", body, headers: { "Content-Type": "application/json" } });
+      status.className = "decision-status ok";
+      status.textContent = verb === "approve" ? "Approved: the agent receives this call." : "Denied: the agent is told so.";
+      card.classList.add("decided");
+      onDecided(hold.hold_id);
+    } catch (error) {
+      status.className = "decision-status error";
+      status.textContent = String(error.message || error);
+      for (const button of buttons) button.disabled = false;
+    }
+  }
+  buttons.push(
+    el("button", { class: "primary approve", type: "button", onclick: () => decide("approve") }, "Approve"),
+    el("button", { class: "deny", type: "button", onclick: () => decide("deny") }, "Deny"),
+  );
+  const card = el(
+    "section",
+    { class: "card hold", id: "hold-" + hold.hold_id },
+    el(
+      "div",
+      { class: "meta" },
+      el("span", { class: "mono" }, hold.hold_id),
+      el("span", {}, "rule ", el("b", {}, hold.rule)),
+      identityLine({ identity: who }),
+      el("span", {}, "session ", el("a", { href: "#/session/" + encodeURIComponent(hold.session_id), class: "mono" }, hold.session_id)),
+      el("span", {}, "held since " + fmtTime(hold.created_at_ns)),
+      expiry,
+      el("span", {}, "may decide: " + (hold.approver_groups.join(", ") || "-")),
+    ),
+  );
+  for (const message of hold.context) {
+    const role = String(message.role || "?");
+    const text = contentText(message.content);
+    if (text) card.append(messageBlock(role, text));
+    for (const toolCall of message.tool_calls || []) {
+      const fn = (toolCall && toolCall.function) || {};
+      card.append(messageBlock("tool", String(fn.name || "") + "(" + String(fn.arguments || "") + ")"));
+    }
+  }
+  card.append(
+    el(
+      "div",
+      { class: "held-call" },
+      el("div", {}, el("span", { class: "role" }, "held tool call"), el("span", { class: "muted mono" }, " · id " + hold.call_id)),
+      el("pre", { class: "call" }, maskedText(hold.tool_name + "(" + hold.arguments + ")")),
+      el("div", { class: "muted mono" }, "arguments sha256 " + hold.arguments_sha256),
+    ),
+    comment,
+    el("div", { class: "actions" }, ...buttons),
+    status,
+  );
+  card.tick = tick;
+  return card;
+}
+
+async function approvalsPage() {
+  const list = el("div", { id: "holds" });
+  const state = el("p", { class: "muted", id: "holds-state" });
+  const refresh = el("button", { type: "button", id: "refresh" }, "Refresh");
+  show(
+    el("h1", {}, "Approvals"),
+    el("p", { class: "muted" }, "Tool calls the model asked for that a rule holds until someone decides. A decision is bound to the exact call shown here; no decision before the expiry denies it."),
+    el("div", { class: "actions" }, refresh),
+    state,
+    list,
+  );
+  const decided = new Set();
+  async function load() {
+    const page = await api("/api/approvals");
+    const pending = new Set(page.items.map((hold) => hold.hold_id));
+    for (const card of [...list.children]) {
+      const id = card.id.slice("hold-".length);
+      if (!pending.has(id) && !decided.has(id)) card.remove(); // decided elsewhere, expired, or gone
+      else if (card.tick) card.tick();
+    }
+    for (const hold of page.items) {
+      if (!document.getElementById("hold-" + hold.hold_id)) list.append(holdCard(hold, (id) => decided.add(id)));
+    }
+    const waiting = page.items.filter((hold) => !decided.has(hold.hold_id)).length;
+    state.textContent = waiting ? waiting + " waiting for a decision" : "No tool call is waiting for a decision.";
+  }
+  refresh.addEventListener("click", () => load().catch(failed));
+  await load();
+  approvalsTimer = setInterval(() => load().catch((error) => (state.textContent = String(error.message || error))), APPROVALS_REFRESH_MS);
+}
+
 // --- routing -------------------------------------------------------------------------------------
 
 async function route() {
   if (tailAbort) {
     tailAbort.abort();
     tailAbort = null;
+  }
+  if (approvalsTimer) {
+    clearInterval(approvalsTimer);
+    approvalsTimer = null;
   }
   const hash = location.hash.slice(1) || "/sessions";
   const [path, queryString] = hash.split("?");
@@ -490,6 +611,7 @@ async function route() {
     else if (parts[0] === "tail") await tailPage();
     else if (parts[0] === "verify") await verifyPage();
     else if (parts[0] === "audit") await auditPage(new URLSearchParams(queryString || ""));
+    else if (parts[0] === "approvals") await approvalsPage();
     else await sessionsPage(new URLSearchParams(queryString || ""));
   } catch (error) {
     if (error.name !== "AbortError") failed(error);

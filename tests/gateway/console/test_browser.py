@@ -27,8 +27,10 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from gateway.approvals.registry import APPROVED
 from gateway.mock_llm import MockLlm, MockLlmConfig
-from tests.gateway.console.conftest import AUDITOR_KEY, Console
+from tests.gateway.console.conftest import APPROVER_KEY, AUDITOR_KEY, Console
+from tests.gateway.holding import holding, make_hold
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -192,3 +194,52 @@ async def test_a_prompt_with_script_renders_as_text(console: Console, browser: W
     assert "hostile " + XSS in text  # shown literally, as text
     assert title == "wardgate console"
     assert (scripts, images) == (0, 0)
+
+
+def log_in_as(driver: WebDriver, base: str, key: str, who: str) -> None:
+    driver.get(base + "/#/login")
+    box = wait_for(driver, "#token")
+    box.clear()
+    box.send_keys(key)
+    driver.find_element(By.ID, "login").click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: who in d.find_element(By.ID, "whoami").text)
+
+
+async def test_approve_a_held_tool_call(console: Console, browser: WebDriver) -> None:
+    base = str(console.admin.base_url).rstrip("/")
+    async with holding(console.gateway.holds) as held:
+        hold = await held.hold(make_hold(context="tidy up " + XSS))
+        # An approver (not an auditor) lands on the approvals queue.
+        await in_thread(lambda: log_in_as(browser, base, APPROVER_KEY, "erin-approver"))
+
+        def the_card() -> tuple[str, str, int, int]:
+            card = wait_for(browser, f"#hold-{hold.hold_id}")
+            scripts = len(browser.find_elements(By.CSS_SELECTOR, "#view script"))
+            images = len(browser.find_elements(By.CSS_SELECTOR, "#view img"))
+            return card.text, browser.current_url, scripts, images
+
+        text, url, scripts, images = await in_thread(the_card)
+        assert url.endswith("#/approvals")
+        assert "tidy up " + XSS in text  # the conversation, as text
+        assert 'shell({"command": "rm -rf /var/lib/postgres"})' in text
+        assert "dave-developer via api-key · groups developers" in text
+        assert (scripts, images, browser.title) == (0, 0, "wardgate console")
+        await in_thread(lambda: screenshot(browser, "console-approvals.png"))
+
+        def approve() -> str:
+            card = browser.find_element(By.ID, f"hold-{hold.hold_id}")
+            card.find_element(By.CSS_SELECTOR, "textarea.comment").send_keys("read it, fine")
+            card.find_element(By.CSS_SELECTOR, "button.approve").click()
+            status = wait_for(browser, f"#hold-{hold.hold_id} .decision-status.ok")
+            return status.text
+
+        assert await in_thread(approve) == "Approved: the agent receives this call."
+        decision = await held.decision(hold)
+        assert (decision.verdict, decision.approver.subject, decision.comment) == (
+            APPROVED,
+            "erin-approver",
+            "read it, fine",
+        )
+    frame = console.audit_frames()[-1]
+    assert (frame.action, frame.target, frame.identity.subject) == ("approve", hold.hold_id, "erin-approver")
+    await in_thread(lambda: log_in_as(browser, base, AUDITOR_KEY, "alice-auditor"))

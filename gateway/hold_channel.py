@@ -20,6 +20,7 @@ from pathlib import Path
 import msgspec
 
 from gateway.approvals.registry import DecisionRefused, PendingHold
+from gateway.config import ConfigError
 from gateway.hold_source import Registry
 from parsers.events import Identity
 from storage.series import series_root
@@ -27,6 +28,7 @@ from storage.series import series_root
 logger = logging.getLogger("wardgate.approvals")
 
 SOCKET_NAME = "approvals.sock"
+MAX_SOCKET_PATH_BYTES = 107  # sun_path is 108 bytes on Linux, NUL included
 ASK_TIMEOUT_S = 2.0
 MAX_QUESTION_BYTES = 64 * 1024
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # every pending hold of a worker, each with its conversation
@@ -94,7 +96,17 @@ def _remove(path: Path) -> None:
 
 
 def _bind(path: Path) -> socket.socket:
-    """A unix socket bound at ``path``, private to this user, not yet listening."""
+    """A unix socket bound at ``path``, private to this user, not yet listening.
+
+    Raises:
+        ConfigError: ``path`` is too long for a unix socket.
+        OSError: it cannot be bound.
+    """
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        raise ConfigError(
+            f"storage.data_dir: the approvals socket {path} is longer than a unix socket path may be "
+            f"({MAX_SOCKET_PATH_BYTES} bytes): use a shorter data directory"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove(path)  # a dead predecessor's
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -119,7 +131,8 @@ class HoldChannel:
         """Bind ``path`` (a stale socket of a dead predecessor is replaced) and serve.
 
         Raises:
-            OSError: the socket cannot be bound (e.g. a path longer than the kernel's 107 bytes).
+            ConfigError: the path is too long for a unix socket.
+            OSError: the socket cannot be bound.
         """
         sock = _bind(path)
 

@@ -249,7 +249,7 @@ class Gateway:
             servers = [await self._listen(i, recorder, sessions) for i in range(len(cfg.listeners))]
             admin: AdminListener | None = None
             channel: HoldChannel | None = None
-            if self.worker is not None:
+            if self.worker is not None and cfg.approvals.rules:
                 # The supervisor's console asks every worker for its holds over this socket.
                 channel = await HoldChannel.open(socket_path(cfg.data_dir, self.worker.series), self.holds)
             if cfg.admin.listen and self.worker is not None:
@@ -271,6 +271,7 @@ class Gateway:
                     metrics=self.metrics,
                     version=VERSION,
                     holds=LocalHolds(self.holds),
+                    approvals=cfg.approvals,
                 )
                 admin.start(tasks)
                 self.admin_address = admin.address

@@ -82,6 +82,7 @@ class SupervisorConsole:
                 version=version,
                 refresh=refresh,
                 holds=holds,
+                approvals=config.approvals,
             )
         except BaseException:
             log.close()

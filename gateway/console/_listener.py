@@ -17,6 +17,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.admin import Readiness
+from gateway.approvals.config import ApprovalsConfig
 from gateway.config import AdminConfig, split_host_port
 from gateway.console._app import build_app
 from gateway.console._audit import AuditTrail
@@ -62,6 +63,7 @@ class AdminListener:
         version: str,
         refresh: Callable[[], Awaitable[None]] | None = None,
         holds: HoldSource | None = None,
+        approvals: ApprovalsConfig | None = None,
     ) -> AdminListener:
         """Bind the socket and open the index; ``start`` then serves.
 
@@ -81,10 +83,13 @@ class AdminListener:
         # uvicorn writes a head and a body separately: without NODELAY (inherited by accepted sockets)
         # the body waits for the peer's delayed ACK, 40 ms per answer.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Whoever some rule lets decide needs the approver role to reach the decision endpoints; the
+        # registry then checks the hold's own approver groups.
+        rules = approvals.rules if approvals else []
         access = Access.of(
             credentials,
             auditors=config.auditor_groups,
-            approvers=config.approver_groups,
+            approvers=[*config.approver_groups, *(g for rule in rules for g in rule.approver_groups)],
             metrics=config.metrics_groups,
         )
         stopping = asyncio.Event()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.approvals.registry import APPROVED, DENIED, DecisionRefused, HoldRegistry
+from gateway.config import ConfigError
 from gateway.hold_channel import HoldChannel, WorkerHolds, socket_path
 from parsers.events import Identity
 from tests.gateway.holding import APPROVER, DEVELOPER, Held, holding, make_hold
@@ -143,3 +144,11 @@ async def test_a_dead_or_silent_worker_is_skipped(tmp_path: Path) -> None:
         await stalled.wait_closed()
     # With none answering, there is nothing pending and nothing to decide.
     assert await source(tmp_path, [0, 1]).pending() == []
+
+
+async def test_a_socket_path_too_long_fails_clearly(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 100)
+    with pytest.raises(
+        ConfigError, match=r"storage.data_dir: the approvals socket .* use a shorter data directory"
+    ):
+        await HoldChannel.open(socket_path(deep, 1), HoldRegistry())

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 import pytest_asyncio
 
+from gateway.approvals.config import ApprovalRuleConfig, ApprovalsConfig
 from gateway.config import AdminConfig, ApiKeyConfig, AuthConfig, PolicyConfig, PolicyRule
 from gateway.identity.apikeys import hash_api_key, new_api_key
 from gateway.mock_llm import MockLlm, MockLlmConfig
@@ -25,6 +26,7 @@ AUDITOR_KEY = new_api_key()
 DEVELOPER_KEY = new_api_key()
 METRICS_KEY = new_api_key()
 APPROVER_KEY = new_api_key()
+DBA_KEY = new_api_key()
 # The same [[auth.api_keys]] serve the data plane and the admin listener.
 AUTH = AuthConfig(
     api_keys=[
@@ -32,7 +34,12 @@ AUTH = AuthConfig(
         ApiKeyConfig(name="dave-developer", hash=hash_api_key(DEVELOPER_KEY), groups=["developers"]),
         ApiKeyConfig(name="prometheus", hash=hash_api_key(METRICS_KEY), groups=["metrics"]),
         ApiKeyConfig(name="erin-approver", hash=hash_api_key(APPROVER_KEY), groups=["approvers"]),
+        ApiKeyConfig(name="dana-dba", hash=hash_api_key(DBA_KEY), groups=["dba"]),
     ]
+)
+# A rule whose own approver group is not among admin.approver_groups: its members decide its holds only.
+DBA_DECIDES_SQL = ApprovalsConfig(
+    rules=[ApprovalRuleConfig(name="sql-drops", tool="sql", approver_groups=["dba"])]
 )
 DEVELOPERS_MAY_CHAT = PolicyConfig(
     rules=[PolicyRule(name="developers", effect="allow", groups=["developers"])]
@@ -94,7 +101,11 @@ async def console(tmp_path_factory: pytest.TempPathFactory, mock_llm: MockLlm) -
     data_dir = tmp_path_factory.mktemp("console") / "data"
     config = make_config(data_dir, mock_llm.port)
     config = msgspec.structs.replace(
-        config, admin=AdminConfig(listen="127.0.0.1:0"), auth=AUTH, policy=DEVELOPERS_MAY_CHAT
+        config,
+        admin=AdminConfig(listen="127.0.0.1:0"),
+        auth=AUTH,
+        policy=DEVELOPERS_MAY_CHAT,
+        approvals=DBA_DECIDES_SQL,
     )
     async with asyncio.timeout(600), running(config) as gw:
         assert gw.admin_address is not None

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.approvals.registry import APPROVED, DENIED
 from parsers.events import Identity
-from tests.gateway.console.conftest import APPROVER_KEY, DEVELOPER_KEY, Console, bearer
+from tests.gateway.console.conftest import APPROVER_KEY, DBA_KEY, DEVELOPER_KEY, Console, bearer
 from tests.gateway.holding import holding, make_hold
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -144,3 +144,24 @@ async def test_refusals_leave_the_call_held(console: Console) -> None:
         still = (await console.admin.get("/api/approvals", headers=approver)).json()["items"]
         assert [h["hold_id"] for h in still] == [other.hold_id]
         assert other.expires_at_ns > time.time_ns()
+
+
+async def test_a_rules_own_approver_group_decides_its_holds_only(console: Console) -> None:
+    """dana is in no admin approver group, only in the approver group of a rule."""
+    dba = bearer(DBA_KEY)
+    async with holding(console.gateway.holds) as held:
+        theirs = await held.hold(make_hold(approver_groups=("dba",)))
+        others = await held.hold(make_hold(approver_groups=("approvers",)))
+        listed = (await console.admin.get("/api/approvals", headers=dba)).json()["items"]
+        assert {h["hold_id"] for h in listed} == {theirs.hold_id, others.hold_id}
+        refused = await console.admin.post(
+            f"/api/approvals/{others.hold_id}/approve", json=decision(others.arguments_sha256), headers=dba
+        )
+        assert refused.status_code == 403
+        assert "not in an approver group of this hold (approvers)" in refused.json()["detail"]
+        approved = await console.admin.post(
+            f"/api/approvals/{theirs.hold_id}/approve", json=decision(theirs.arguments_sha256), headers=dba
+        )
+        assert approved.status_code == 200
+        assert (await held.decision(theirs)).approver.subject == "dana-dba"
+        assert not held.decided(others)

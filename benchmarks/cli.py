@@ -16,14 +16,18 @@ from benchmarks.fleet import MAX_CONNECTIONS
 from benchmarks.procs import BenchError
 from benchmarks.report import machine, text_report
 from benchmarks.runner import Options, Progress, Run
-from benchmarks.scenarios import FULL, PACED_MS, select
+from benchmarks.scenarios import FULL, PACED_MS, QUICK, select
 
 _EPILOG = f"""\
-scenarios: {", ".join(s.name for s in FULL)} (a prefix selects several: sse, paced, durability)
+scenarios: {", ".join(s.name for s in FULL)} (a prefix selects several: sse, paced, durability, tls, h2)
+--quick without --scenarios runs: {", ".join(s.name for s in FULL if s.name in QUICK)}
 
 --against URL compares another proxy that is already listening (e.g. nginx): it must forward URL's
 port to the mock's fast port, PORT+1 to paced and PORT+2 to idle; give the mock fixed ports with
 --mock-port (default 18001 with --against) and the proxy's worker pids with --against-pid for CPU.
+An https:// URL is a TLS proxy: it joins the tls-… scenarios (verified with --against-ca, else the
+system store) and should forward to the mock's TLS ports, MOCK_PORT+3 (fast) to +5 (idle), whose
+certificate is the run's own throwaway CA.
 """
 
 
@@ -40,8 +44,9 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--quick", action="store_true", help="a smoke run in under a minute (CI)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the tables")
     p.add_argument(
-        "--against", metavar="URL", help="also measure another proxy listening at http://HOST:PORT"
+        "--against", metavar="URL", help="also measure another proxy listening at http[s]://HOST:PORT"
     )
+    p.add_argument("--against-ca", metavar="PEM", help="CA bundle for an https:// --against proxy")
     p.add_argument("--against-pid", type=int, action="append", default=[], metavar="PID")
     p.add_argument("--mock-port", type=int, default=None, metavar="PORT")
     p.add_argument(
@@ -71,6 +76,7 @@ def _bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         against=args.against,
         against_pids=args.against_pid,
+        against_ca=args.against_ca,
         mock_port=mock_port,
         workers=args.workers,
     )

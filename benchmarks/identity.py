@@ -42,7 +42,7 @@ class Figure:
     us_per_op: float
 
 
-def _signer(alg: str, kid: str) -> tuple[dict[str, object], object]:
+def signer(alg: str, kid: str) -> tuple[dict[str, object], object]:
     private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
         if alg == "RS256"
@@ -107,7 +107,7 @@ async def _access_path(n: int, key: str, key_hash: str) -> Figure:
 
 
 async def _oidc(n: int, alg: str) -> list[Figure]:
-    public, private = _signer(alg, alg.lower())
+    public, private = signer(alg, alg.lower())
     document = json.dumps({"keys": [public]}).encode()
 
     async def load() -> bytes:

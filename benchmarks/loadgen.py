@@ -3,81 +3,47 @@
 Runs as its own process (``python -m benchmarks.loadgen``) so its CPU never counts against the gateway.
 It reads one JSON command per line on stdin and answers on stdout; it never starts other processes and
 never reads the gateway's files. Responses are parsed only as far as timing needs: the head, the
-Content-Length or chunked framing, and SSE events counted by their blank-line terminators.
+Content-Length or chunked framing, and SSE events counted by their blank-line terminators. A command may
+ask for TLS (trusting a given CA, ALPN http/1.1 or h2) and for HTTP/2 (``loadgen_h2``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import resource
+import ssl
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 import uvloop
 
+from benchmarks.certs import client_context
+from benchmarks.loadgen_h2 import H2Client, h2_request
+from benchmarks.loadjob import MAX_CONNECTING, Job, Response, percentiles, raise_nofile_limit
+
 PROGRESS_EVERY_S: Final = 0.25
-# Connections not yet known to be accepted, at most: stays under asyncio's default accept backlog (100),
-# past which the kernel drops SYNs and the client retries only after a second.
-MAX_CONNECTING: Final = 64
 _HEAD, _LENGTH, _SIZE, _DATA, _DATA_END, _TRAILER = range(6)
 
 
-def percentiles(values: list[float], *qs: float) -> list[float]:
-    """Nearest-rank percentiles (0 for an empty list)."""
-    if not values:
-        return [0.0 for _ in qs]
-    ordered = sorted(values)
-    last = len(ordered) - 1
-    return [ordered[min(last, max(0, round(q / 100 * last)))] for q in qs]
+class Dial(NamedTuple):
+    """Where the job's connections go, and over TLS with which client context."""
 
+    host: str
+    port: int
+    tls: ssl.SSLContext | None = None
 
-def raise_nofile_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit: thousands of open streams need thousands of fds."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-class Job:
-    """One measured run: counters shared by all its connections, and when it is over."""
-
-    def __init__(self, request: bytes, *, deadline: float | None, max_requests: int | None) -> None:
-        self.request = request
-        self.deadline = deadline
-        self.max_requests = max_requests
-        self.started = 0
-        self.completed = 0
-        self.errors = 0
-        self.error_samples: list[str] = []
-        self.events = 0
-        self.body_bytes = 0
-        self.latencies: list[float] = []
-        self.ttfts: list[float] = []
-        self.gaps: list[float] = []
-        self.first_events = 0  # responses that have delivered their first SSE event
-        self.last_done = 0.0
-        self.live = 0
-        self.all_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def may_start(self, now: float) -> bool:
-        if self.max_requests is not None and self.started >= self.max_requests:
-            return False
-        return self.deadline is None or now < self.deadline
-
-    def error(self, what: str) -> None:
-        self.errors += 1
-        if len(self.error_samples) < 5:
-            self.error_samples.append(what)
-
-    def connection_finished(self) -> None:
-        self.live -= 1
-        if self.live == 0 and not self.all_done.done():
-            self.all_done.set_result(None)
+    async def connect(self, protocol: asyncio.Protocol) -> None:
+        """Connected (and, over TLS, handshaken) when it returns. Raises: OSError, ssl.SSLError."""
+        await asyncio.get_running_loop().create_connection(
+            lambda: protocol,
+            self.host,
+            self.port,
+            ssl=self.tls,
+            server_hostname=self.host if self.tls else None,
+        )
 
 
 class Client(asyncio.Protocol):
@@ -85,7 +51,7 @@ class Client(asyncio.Protocol):
 
     def __init__(self, job: Job, on_first_event: Callable[[], None] | None = None) -> None:
         self.job = job
-        self.on_first_event = on_first_event
+        self.response = Response(on_first_event)
         self.transport: asyncio.Transport | None = None
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.buf = bytearray()
@@ -93,11 +59,6 @@ class Client(asyncio.Protocol):
         self.remaining = 0
         self.in_flight = False
         self.finished = False
-        self.sent_at = 0.0
-        self.first_event_at = 0.0
-        self.last_event_at = 0.0
-        self.last_byte_nl = False
-        self.status = 0
         self.on_end: Callable[[], None] = lambda: None  # the connection left the job
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -111,10 +72,15 @@ class Client(asyncio.Protocol):
         self.job.started += 1
         self.in_flight = True
         self.state = _HEAD
-        self.sent_at = now
-        self.first_event_at = 0.0
-        self.last_byte_nl = False
+        self.response.sent(now)
         self.transport.write(self.job.request)
+
+    def start(self, now: float) -> None:
+        """The measured part begins: send the first request, or leave when the job is already over."""
+        if self.job.may_start(now):
+            self.send(now)
+        else:
+            self.finish()
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -130,7 +96,7 @@ class Client(asyncio.Protocol):
                     break
                 head = bytes(buf[pos:stop]).lower()
                 pos = stop + 4
-                self.status = int(head[9:12])
+                self.response.status = int(head[9:12])
                 if b"\r\ntransfer-encoding: chunked" in head:
                     self.state = _SIZE
                 else:
@@ -145,7 +111,7 @@ class Client(asyncio.Protocol):
                         self._complete(now)
             elif state in (_LENGTH, _DATA):
                 take = min(self.remaining, end - pos)
-                self._body(buf, pos, pos + take, now)
+                self.response.body(self.job, buf, pos, pos + take, now)
                 pos += take
                 self.remaining -= take
                 if self.remaining:
@@ -177,42 +143,11 @@ class Client(asyncio.Protocol):
                     self.state = _TRAILER
         del buf[:pos]
 
-    def _body(self, buf: bytearray, start: int, stop: int, now: float) -> None:
-        if start == stop:
-            return
-        job = self.job
-        job.body_bytes += stop - start
-        events = buf.count(b"\n\n", start, stop)
-        if self.last_byte_nl and buf[start] == 10 and (stop - start < 2 or buf[start + 1] != 10):
-            events += 1  # an event terminator split across reads or chunks
-        self.last_byte_nl = buf[stop - 1] == 10
-        if not events:
-            return
-        job.events += events
-        if self.first_event_at == 0.0:
-            self.first_event_at = now
-            job.first_events += 1
-            job.ttfts.append(now - self.sent_at)
-            if self.on_first_event is not None:
-                self.on_first_event()
-            events -= 1
-        else:
-            job.gaps.append(now - self.last_event_at)
-            events -= 1
-        if events:
-            job.gaps.extend([0.0] * events)
-        self.last_event_at = now
-
     def _complete(self, now: float) -> None:
         job = self.job
         self.in_flight = False
         self.state = _HEAD
-        if self.status == 200:
-            job.completed += 1
-            job.latencies.append(now - self.sent_at)
-            job.last_done = now
-        else:
-            job.error(f"HTTP {self.status}")
+        job.complete(self.response, now)
         if job.may_start(now):
             self.send(now)
         else:
@@ -240,32 +175,42 @@ class Client(asyncio.Protocol):
             self.finish()
 
 
-async def _connect_all(job: Job, host: str, port: int, n: int) -> list[Client]:
-    """``n`` connections, established before the measured part starts (the target is idle then)."""
-    loop = asyncio.get_running_loop()
-    gate = asyncio.Semaphore(MAX_CONNECTING)
-    clients: list[Client] = []
+class JobConnection(Protocol):
+    """What the runner needs of a connection: begin the measured part, or leave the job."""
 
-    async def one() -> None:
-        client = Client(job)
+    def start(self, now: float) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+async def _connect_all(
+    job: Job, dial: Dial, n: int, make: Callable[[int], asyncio.Protocol]
+) -> list[asyncio.Protocol]:
+    """``n`` connections made by ``make(i)``, established before the measured part starts (the target
+    is idle then)."""
+    gate = asyncio.Semaphore(MAX_CONNECTING)
+    clients: list[asyncio.Protocol] = []
+
+    async def one(i: int) -> None:
+        client = make(i)
         async with gate:
             try:
-                await loop.create_connection(lambda: client, host, port)
-            except OSError as exc:
+                await dial.connect(client)
+            except (OSError, ssl.SSLError) as exc:
                 job.error(f"connect failed: {exc}")
                 return
         clients.append(client)
 
     async with asyncio.TaskGroup() as tasks:
         for i in range(n):
-            tasks.create_task(one(), name=f"connect-{i}")
+            tasks.create_task(one(i), name=f"connect-{i}")
     job.live = len(clients)
     if not clients:
         job.all_done.set_result(None)
     return clients
 
 
-async def _open_streams(job: Job, host: str, port: int, n: int, ready: asyncio.Future[None]) -> None:
+async def _open_streams(job: Job, dial: Dial, n: int, ready: asyncio.Future[None]) -> None:
     """``n`` streams, each sent as soon as it connects; a slot frees when its first event arrives.
 
     A stream with its first event was certainly accepted, so the accept queue never overflows.
@@ -286,8 +231,8 @@ async def _open_streams(job: Job, host: str, port: int, n: int, ready: asyncio.F
 
         client = Client(job, first_event)
         try:
-            await loop.create_connection(lambda: client, host, port)
-        except OSError as exc:
+            await dial.connect(client)
+        except (OSError, ssl.SSLError) as exc:
             job.error(f"connect failed: {exc}")
             job.connection_finished()
             gate.release()
@@ -330,6 +275,19 @@ class Worker:
 
     def __init__(self, emit: Callable[[dict[str, Any]], None]) -> None:
         self.emit = emit
+        self._contexts: dict[tuple[str | None, str], ssl.SSLContext] = {}
+
+    def dial(self, cmd: dict[str, Any]) -> Dial:
+        """Host, port and (with ``"tls": {"ca": PATH or null}``) a client context, built once per CA."""
+        tls = cmd.get("tls")
+        if tls is None:
+            return Dial(cmd["host"], int(cmd["port"]))
+        # ALPN says which protocol the connection speaks: the gateway chooses its handler by it.
+        alpn = "h2" if cmd.get("http") == "h2" else "http/1.1"
+        key = (tls.get("ca"), alpn)
+        if key not in self._contexts:
+            self._contexts[key] = client_context(key[0], (alpn,))
+        return Dial(cmd["host"], int(cmd["port"]), self._contexts[key])
 
     async def _progress(self, job: Job) -> None:
         while True:
@@ -337,21 +295,32 @@ class Worker:
             self.emit({"progress": {"completed": job.completed, "body_bytes": job.body_bytes}})
 
     async def run(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        """Closed loop: ``concurrency`` connections, each sending the next request when one ends."""
+        """Closed loop: ``concurrency`` requests in flight, each followed by the next when it ends.
+
+        HTTP/1.1: one connection per request in flight. HTTP/2 (``"http": "h2"``): the requests are
+        streams spread over ``connections`` connections.
+        """
         cpu0, op_started = time.process_time(), time.perf_counter()
         request = base64.b64decode(cmd["request"])
         job = Job(request, deadline=None, max_requests=cmd.get("max_requests"))
-        clients = await _connect_all(job, cmd["host"], int(cmd["port"]), int(cmd["concurrency"]))
+        dial, concurrency = self.dial(cmd), int(cmd["concurrency"])
+        clients: list[JobConnection]
+        if cmd.get("http") == "h2":
+            head, body = h2_request(request, tls=dial.tls is not None)
+            n = max(1, min(int(cmd.get("connections", 1)), concurrency))
+            slots = [concurrency // n + (1 if i < concurrency % n else 0) for i in range(n)]
+            made = await _connect_all(job, dial, n, lambda i: H2Client(job, slots[i], head, body))
+            clients = [c for c in made if isinstance(c, H2Client)]
+        else:
+            made = await _connect_all(job, dial, concurrency, lambda i: Client(job))
+            clients = [c for c in made if isinstance(c, Client)]
         started = time.perf_counter()
         duration = cmd.get("duration_s")
         job.deadline = None if duration is None else started + float(duration)
         async with asyncio.TaskGroup() as tasks:
             progress = tasks.create_task(self._progress(job), name="progress")
             for client in clients:
-                if job.may_start(started):
-                    client.send(started)
-                else:
-                    client.finish()
+                client.start(started)
             await job.all_done
             progress.cancel()
         return _summary(job, op_started, started, cpu0)
@@ -365,7 +334,7 @@ class Worker:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         async with asyncio.TaskGroup() as tasks:
             progress = tasks.create_task(self._progress(job), name="progress")
-            tasks.create_task(_open_streams(job, cmd["host"], int(cmd["port"]), n, ready), name="open")
+            tasks.create_task(_open_streams(job, self.dial(cmd), n, ready), name="open")
             done = job.all_done
             await asyncio.wait([ready, done], return_when=asyncio.FIRST_COMPLETED)
             open_now = job.first_events - job.completed - job.errors

@@ -3,6 +3,8 @@
 Runs as its own process (``python -m benchmarks.relay UPSTREAM...``) so its CPU is measured the way the
 gateway's is. Every read from one side is one write to the other: the cost of waking up, reading and
 writing, which any proxy pays. It must stay that minimal; it is what wardgate's figures are compared to.
+With ``--tls-cert/--tls-key/--upstream-ca`` it terminates TLS on both sides, as the gateway does: the floor
+for TLS-on scenarios then includes decrypting and re-encrypting every byte.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import argparse
 import asyncio
 import json
 import signal
+import ssl
 import sys
 
 import uvloop
 
-from benchmarks.loadgen import raise_nofile_limit
+from benchmarks.certs import client_context, server_context
+from benchmarks.loadjob import raise_nofile_limit
 
 BACKLOG = 4096
 
@@ -64,8 +68,9 @@ class _Side(asyncio.Protocol):
 class Relay:
     """Listens on 127.0.0.1:0 and relays every accepted connection to one upstream."""
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, tls: ssl.SSLContext | None = None) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.tls = tls  # a client context: TLS to the upstream
         self._connecting: set[asyncio.Task[None]] = set()  # the one owner of the connect tasks
 
     def accept(self) -> _Side:
@@ -79,7 +84,12 @@ class Relay:
         loop = asyncio.get_running_loop()
         upstream = _Side()
         try:
-            await loop.create_connection(lambda: upstream, *self.upstream)
+            await loop.create_connection(
+                lambda: upstream,
+                *self.upstream,
+                ssl=self.tls,
+                server_hostname=self.upstream[0] if self.tls else None,
+            )
         except OSError:
             if client.transport is not None:
                 client.transport.abort()
@@ -102,10 +112,17 @@ def parse_address(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def serve(upstreams: list[tuple[str, int]], base_port: int = 0) -> None:
+async def serve(
+    upstreams: list[tuple[str, int]],
+    base_port: int = 0,
+    *,
+    tls: ssl.SSLContext | None = None,
+    upstream_tls: ssl.SSLContext | None = None,
+) -> None:
     """Print the listening ports as one JSON list (in the order of ``upstreams``), relay until SIGTERM.
 
     With ``base_port`` the i-th upstream is relayed from ``base_port + i`` (to stand in for ``--against``).
+    ``tls`` (a server context) and ``upstream_tls`` (a client context) turn TLS on for either side.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -113,9 +130,11 @@ async def serve(upstreams: list[tuple[str, int]], base_port: int = 0) -> None:
         loop.add_signal_handler(signum, stop.set)
     servers = []
     for i, (host, port) in enumerate(upstreams):
-        relay = Relay(host, port)
+        relay = Relay(host, port, upstream_tls)
         listen_port = base_port + i if base_port else 0
-        servers.append(await loop.create_server(relay.accept, "127.0.0.1", listen_port, backlog=BACKLOG))
+        servers.append(
+            await loop.create_server(relay.accept, "127.0.0.1", listen_port, backlog=BACKLOG, ssl=tls)
+        )
     print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
     await stop.wait()
     for server in servers:
@@ -126,9 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.relay", description=__doc__)
     parser.add_argument("upstream", nargs="+", type=parse_address, help="HOST:PORT to relay to")
     parser.add_argument("--base-port", type=int, default=0, help="listen on PORT, PORT+1, ... (default: any)")
+    parser.add_argument("--tls-cert", help="PEM certificate chain: accept clients over TLS")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--upstream-ca", help="PEM CA bundle: connect to the upstreams over TLS, verifying")
     args = parser.parse_args(argv)
     raise_nofile_limit()
-    uvloop.run(serve(args.upstream, args.base_port))
+    tls = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    upstream_tls = client_context(args.upstream_ca) if args.upstream_ca else None
+    uvloop.run(serve(args.upstream, args.base_port, tls=tls, upstream_tls=upstream_tls))
     return 0
 
 

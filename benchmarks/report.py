@@ -143,20 +143,30 @@ def render_table(header: list[str], rows: list[list[str]]) -> str:
 def scenario_table(scenario: dict[str, Any]) -> str:
     med: dict[str, dict[str, float]] = scenario["median"]
     columns: list[str] = scenario["columns"]
-    durability = "strict" in columns
-    # Durability tables compare strict with batched on every row; the others wardgate with direct
-    # (rates, latencies) and with the floor (CPU, memory).
-    subject, base, floor = ("strict", "batched", "batched") if durability else (GATEWAY, "direct", "floor")
-    compare_label = "strict vs batched" if durability else "wardgate vs direct/floor"
+    # Each comparison column: subject against a base for rates and latencies and a floor for CPU and
+    # memory (wardgate against direct and the relay floor; strict against batched; TLS on against off).
+    compare: list[list[str]] = scenario.get("compare") or [
+        ["strict", "batched", "batched", "strict vs batched"]
+        if "strict" in columns
+        else [GATEWAY, "direct", "floor", "wardgate vs direct/floor"]
+    ]
     rows = []
     for metric in metrics_for(scenario):
         values = [med.get(c, {}).get(metric.key) for c in columns]
         if all(v is None for v in values):
             continue
         cells = ["—" if v is None else metric.fmt(v) for v in values]
-        rows.append([metric.label, *cells, _compare(metric, med, subject, base, floor)])
+        rows.append(
+            [
+                metric.label,
+                *cells,
+                *(_compare(metric, med, subject, base, floor) for subject, base, floor, _ in compare),
+            ]
+        )
     title = f"{scenario['name']}: {scenario['title']}  (median of {scenario['rounds']} rounds)"
-    return title + "\n" + render_table(["", *columns, compare_label], rows)
+    if scenario.get("note"):
+        title += f"\n  note: {scenario['note']}"
+    return title + "\n" + render_table(["", *columns, *(label for *_, label in compare)], rows)
 
 
 def proof_table(results: list[dict[str, Any]]) -> str:
@@ -171,6 +181,7 @@ def proof_table(results: list[dict[str, Any]]) -> str:
                     f"{p['recorded']:,}",
                     f"{p['sent']:,}",
                     f"{p['other']:,}",
+                    ", ".join(f"{k} {v:,}" for k, v in p.get("expect", {}).items()) or "—",
                     f"{p['frames']:,}",
                     f"{p['log_bytes'] / 1e6:,.1f}",
                     verdict,
@@ -182,6 +193,7 @@ def proof_table(results: list[dict[str, Any]]) -> str:
         "recorded complete",
         "generator completed",
         "other outcomes",
+        "shown as claimed",
         "frames",
         "log MB",
         "",
@@ -266,7 +278,7 @@ def header_text(meta: dict[str, Any]) -> str:
             f"versions: {versions}",
             f"config: wardgate durability {c['durability']}, max_connections {c['max_connections']}, "
             f"other limits default; mock: fast, paced {c['paced_ms']:g} ms/token, idle {c['idle_ms']:g} ms; "
-            "HTTP/1.1, keep-alive",
+            "HTTP/1.1, keep-alive, plain TCP, no auth unless the scenario says so (tls-…, h2-…, auth-…)",
             f"pinning: {meta['pinning']}",
             "CPU: the target process's CPU clock (all threads, and its children such as the index follower) "
             "per round until it is idle again; "
@@ -284,7 +296,10 @@ def text_report(document: dict[str, Any]) -> str:
         header = [f"target (wardgate {mode}, full recording)", "scenario", "measured", "target", ""]
         parts += ["Targets (issues 6 and 9)", render_table(header, targets.rows(document["targets"])), ""]
     if any(s["proof"] for s in document["scenarios"]):
-        parts += ["Recording proof (exchangeended frames with outcome complete, read back from the log)"]
+        parts += [
+            "Recording proof (exchangeended frames with outcome complete, read back from the log; shown as "
+            "claimed: exchangestarted frames recorded with TLS, over h2, with the caller's identity method)"
+        ]
         parts += [proof_table(document["scenarios"]), ""]
     for failure in document["failures"]:
         parts.append(f"FAILED: {failure}")

@@ -26,8 +26,9 @@ class Options:
     scenarios: list[str] | None = None
     durability: str = "batched"  # strict | batched | off (off: the gateway column is the byte relay)
     seed: int = 1
-    against: str | None = None  # http://HOST:PORT of another proxy: PORT -> fast, PORT+1 paced, PORT+2 idle
+    against: str | None = None  # http[s]://HOST:PORT of another proxy: PORT -> fast, +1 paced, +2 idle
     against_pids: list[int] = field(default_factory=list)
+    against_ca: str | None = None  # the CA an https:// --against proxy's certificate is verified with
     mock_port: int = 0  # fixed mock ports (fast, +1 paced, +2 idle), for --against
     workers: int = 1  # ``serve --workers`` of the gateway under test
 
@@ -75,7 +76,9 @@ class Run:
         self.fleet.__enter__()
         try:
             if self.options.against:
-                self.against = self.fleet.against(self.options.against, self.options.against_pids)
+                self.against = self.fleet.against(
+                    self.options.against, self.options.against_pids, self.options.against_ca
+                )
         except BaseException:
             self.fleet.close()
             raise
@@ -94,6 +97,27 @@ class Run:
 
     def _start_targets(self, scenario: Scenario) -> list[Target]:
         fleet = self.fleet
+        mode = self.options.durability if self.options.durability != "off" else "batched"
+        if scenario.h2_connections:
+            # No direct column: the mock speaks HTTP/1.1 only (see H2_NOTE).
+            return [fleet.gateway("wardgate-h1", mode), fleet.gateway("wardgate-h2", mode, http="h2")]
+        if scenario.auth:
+            return [
+                fleet.direct(),
+                fleet.gateway("wardgate", mode),
+                fleet.gateway("apikey", mode, auth="apikey"),
+                fleet.gateway("oidc", mode, auth="oidc"),
+            ]
+        if scenario.tls:
+            targets = [
+                fleet.direct(tls=True),
+                fleet.relay("floor-tls", tls=True),
+                fleet.gateway("wardgate-tls", mode, tls=True),
+                fleet.gateway("wardgate", mode),
+            ]
+            if self.against is not None and self.against.tls and scenario.upstream in self.against.ports:
+                targets.append(self.against)
+            return targets
         if scenario.durability:
             off = fleet.relay("off")  # no recording-off mode yet: the byte relay stands in
             return [
@@ -110,8 +134,9 @@ class Run:
         targets = [floor, gateway]
         if scenario.kind != "hold":
             targets.insert(0, fleet.direct())  # idle streams measure the processes' memory: direct has none
-        if self.against is not None and scenario.upstream in self.against.ports:
-            targets.append(self.against)
+        against = self.against
+        if against is not None and not against.tls and scenario.upstream in against.ports:
+            targets.append(against)
         return targets
 
     # --- measuring -------------------------------------------------------------------------------
@@ -119,9 +144,23 @@ class Run:
     def _request(self, target: Target, scenario: Scenario, tokens: int) -> str:
         port = target.ports[scenario.upstream]
         raw = chat_request(
-            f"{target.host}:{port}", stream=scenario.stream, max_tokens=tokens, prompt_text=self.prompt
+            f"{target.host}:{port}",
+            stream=scenario.stream,
+            max_tokens=tokens,
+            prompt_text=self.prompt,
+            bearer=target.bearer,
         )
         return base64.b64encode(raw).decode()
+
+    def _dial(self, target: Target, scenario: Scenario) -> dict[str, Any]:
+        """Where and how the generator connects: host, port, TLS (trusting the target's CA)."""
+        cmd: dict[str, Any] = {"host": target.host, "port": target.ports[scenario.upstream]}
+        if target.tls:
+            cmd["tls"] = {"ca": target.ca}
+        if target.http == "h2":
+            cmd["http"] = "h2"
+            cmd["connections"] = scenario.h2_connections or 1
+        return cmd
 
     def _calibrate_long(self, scenario: Scenario) -> int:
         """Tokens for ``body_bytes`` of stream: the mock's token size, measured directly."""
@@ -143,8 +182,7 @@ class Run:
     ) -> dict[str, Any]:
         return {
             "op": "run",
-            "host": target.host,
-            "port": target.ports[scenario.upstream],
+            **self._dial(target, scenario),
             "request": self._request(target, scenario, tokens),
             "concurrency": concurrency,
             "duration_s": duration_s,
@@ -192,8 +230,7 @@ class Run:
         if scenario.kind == "hold":
             cmd: dict[str, Any] = {
                 "op": "hold",
-                "host": target.host,
-                "port": target.ports[scenario.upstream],
+                **self._dial(target, scenario),
                 "request": self._request(target, scenario, tokens),
                 "streams": scenario.concurrency,
             }
@@ -269,11 +306,17 @@ class Run:
             finally:
                 self.fleet.stop(targets, proof, self.failures)
         for name, entry in proof.items():
-            entry["ok"] = entry["sent"] == entry["recorded"] and entry["other"] == 0
-            if not entry["ok"]:
+            shown = all(n == entry["recorded"] for n in entry["expect"].values())
+            entry["ok"] = entry["sent"] == entry["recorded"] and entry["other"] == 0 and shown
+            if entry["sent"] != entry["recorded"] or entry["other"]:
                 self.failures.append(
                     f"{scenario.name}: {name} recorded {entry['recorded']} complete exchanges "
                     f"(+{entry['other']} other) but the generator completed {entry['sent']}"
+                )
+            if not shown:
+                self.failures.append(
+                    f"{scenario.name}: of {entry['recorded']} exchanges {name} recorded, these many show "
+                    f"what the scenario is about: {entry['expect']}"
                 )
         medians = {name: _median_rows([r[name] for r in rounds if name in r]) for name in columns}
         return {
@@ -285,6 +328,8 @@ class Run:
             "rounds": scenario.rounds,
             "duration_s": scenario.duration_s,
             "columns": columns,
+            "compare": comparisons(scenario),
+            "note": scenario.note,
             "median": medians,
             "per_round": rounds,
             "proof": proof,
@@ -304,6 +349,26 @@ class Run:
                 + (f"; recorded/sent: {proofs}" if proofs else "")
             )
         return results
+
+
+def comparisons(scenario: Scenario) -> list[list[str]]:
+    """The table's comparison columns: [subject, base for rates and latencies, base for CPU and memory,
+    label]."""
+    if scenario.durability:
+        return [["strict", "batched", "batched", "strict vs batched"]]
+    if scenario.h2_connections:
+        return [["wardgate-h2", "wardgate-h1", "wardgate-h1", "h2 vs h1 (gateway)"]]
+    if scenario.auth:
+        return [
+            ["apikey", "wardgate", "wardgate", "API key vs no auth"],
+            ["oidc", "wardgate", "wardgate", "OIDC vs no auth"],
+        ]
+    if scenario.tls:
+        return [
+            ["wardgate-tls", "direct-tls", "floor-tls", "wardgate-tls vs direct-tls/floor-tls"],
+            ["wardgate-tls", "wardgate", "wardgate", "gateway TLS on vs off"],
+        ]
+    return [["wardgate", "direct", "floor", "wardgate vs direct/floor"]]
 
 
 def _row(scenario: Scenario, result: dict[str, Any]) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """What each benchmark scenario sends, how long, how often, and which figures it is about.
 
 Plain data and the request bytes the load generator replays; no processes, no sockets, no clock.
-The full run stays under 10 minutes on 2 cores; ``--quick`` shrinks every scenario to a CI smoke test.
+The full run stays under 10 minutes on 2 cores; ``--quick`` runs a reduced set (``QUICK``), each scenario
+shrunk to a CI smoke test.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ Upstream = Literal["fast", "paced", "idle"]
 Kind = Literal["run", "hold"]
 
 MODEL = "mock-gpt"
+BENCH_BEARER = "sk-bench-0000000000000000000000000000"  # what a client sends when the gateway has no auth
 SSE_TOKENS = 64
 PACED_MS = 2.0
 # The idle streams' one token comes this late: longer than opening them all takes through the gateway.
@@ -22,6 +24,19 @@ IDLE_MS = 10_000.0
 QUICK_IDLE_MS = 3_000.0
 LONG_STREAM_BYTES = 100_000_000
 QUICK_LONG_STREAM_BYTES = 10_000_000
+H2_NOTE = (
+    "no direct column: the mock upstream speaks HTTP/1.1 only; HTTP/2 is compared with the gateway's own "
+    "HTTP/1.1 path (wardgate-h1, one connection per request in flight; wardgate-h2 speaks HTTP/1.1 upstream)"
+)
+TLS_NOTE = (
+    "every -tls column is TLS from the generator and TLS to the mock (ECDSA P-256, TLS 1.3, keep-alive: "
+    "handshakes once per connection per round); wardgate is the same gateway without TLS on either side"
+)
+AUTH_NOTE = (
+    "apikey: [[auth.api_keys]]; oidc: an ES256 JWT checked against a local JWKS file (one token reused, "
+    "as a client does: the verifier's cache answers after the first request); both with one allow rule "
+    "and [upstream_credential] swapped in; wardgate: the same gateway without auth"
+)
 _PROMPT_TEXT = (
     "the gateway records every exchange between agents and models so an auditor can replay what was "
     "asked and answered tokens arrive one by one and must never wait for the disk latency matters"
@@ -44,6 +59,10 @@ class Scenario:
     body_bytes: int = 0  # the long stream: response body size to aim at
     fresh_per_round: bool = False  # new gateway and floor processes every round (memory figures)
     durability: bool = False  # compare recording off (the floor), batched and strict
+    tls: bool = False  # every column over TLS (client to target, target to mock), beside the gateway without
+    h2_connections: int = 0  # HTTP/2: ``concurrency`` streams over this many connections, beside HTTP/1.1
+    auth: bool = False  # the gateway with an API key and with an OIDC JWT, beside the gateway without auth
+    note: str = ""  # printed under the scenario's table
 
     @property
     def unit(self) -> str:
@@ -129,6 +148,93 @@ FULL: tuple[Scenario, ...] = (
 )
 
 
+FULL += (
+    Scenario(
+        "tls-chat-c1",
+        "TLS: non-streamed chat, 1 connection: added latency",
+        "fast",
+        False,
+        64,
+        1,
+        3,
+        tls=True,
+        note=TLS_NOTE,
+    ),
+    Scenario(
+        "tls-chat-c32",
+        "TLS: non-streamed chat, 32 connections: CPU/exchange",
+        "fast",
+        False,
+        64,
+        32,
+        3,
+        tls=True,
+        note=TLS_NOTE,
+    ),
+    Scenario(
+        "tls-sse-c16",
+        "TLS: SSE 64 tokens back to back, 16 streams",
+        "fast",
+        True,
+        SSE_TOKENS,
+        16,
+        3,
+        tls=True,
+        note=TLS_NOTE,
+    ),
+    Scenario(
+        "h2-chat-c32",
+        "HTTP/2: non-streamed chat, 32 streams on 4 connections",
+        "fast",
+        False,
+        64,
+        32,
+        3,
+        h2_connections=4,
+        note=H2_NOTE,
+    ),
+    Scenario(
+        "h2-sse-c16",
+        "HTTP/2: SSE 64 tokens back to back, 16 streams on 2 connections",
+        "fast",
+        True,
+        SSE_TOKENS,
+        16,
+        3,
+        h2_connections=2,
+        note=H2_NOTE,
+    ),
+    Scenario(
+        "auth-chat-c32",
+        "auth on: API key, OIDC JWT; non-streamed chat, 32 connections",
+        "fast",
+        False,
+        64,
+        32,
+        3,
+        auth=True,
+        note=AUTH_NOTE,
+    ),
+)
+# What --quick runs when no scenario is named: one of each shape, at least one TLS, HTTP/2 and auth
+# scenario, within a minute on an idle 2-core machine.
+QUICK = frozenset(
+    {
+        "chat-c1",
+        "chat-c32",
+        "sse-c1",
+        "sse-c16",
+        "paced-c32",
+        "long-100mb",
+        "idle-2000",
+        "durability-sse",
+        "tls-chat-c32",
+        "h2-sse-c16",
+        "auth-chat-c32",
+    }
+)
+
+
 def quick(scenario: Scenario) -> Scenario:
     """The CI smoke version: same shape, a fraction of the work."""
     if scenario.kind == "hold":
@@ -146,12 +252,13 @@ def quick(scenario: Scenario) -> Scenario:
 
 
 def select(names: list[str] | None, *, quick_mode: bool) -> list[Scenario]:
-    """The scenarios to run: all, or those named (a name or a prefix: ``sse`` is both SSE scenarios).
+    """The scenarios to run: all (in quick mode the ``QUICK`` set), or those named (a name or a prefix:
+    ``sse`` is every sse-… scenario, ``tls`` every TLS one).
 
     Raises:
         ValueError: a name that matches no scenario.
     """
-    chosen = list(FULL)
+    chosen = [s for s in FULL if s.name in QUICK] if quick_mode else list(FULL)
     if names:
         picked = []
         for name in names:
@@ -171,7 +278,9 @@ def prompt(seed: int, n_words: int = 48) -> str:
     return " ".join(rng.choice(vocabulary) for _ in range(n_words))
 
 
-def chat_request(authority: str, *, stream: bool, max_tokens: int, prompt_text: str) -> bytes:
+def chat_request(
+    authority: str, *, stream: bool, max_tokens: int, prompt_text: str, bearer: str = BENCH_BEARER
+) -> bytes:
     """A complete HTTP/1.1 request as an OpenAI SDK would send it (keep-alive, bearer credential)."""
     body = json.dumps(
         {
@@ -191,7 +300,7 @@ def chat_request(authority: str, *, stream: bool, max_tokens: int, prompt_text: 
         f"Accept: {'text/event-stream' if stream else 'application/json'}\r\n"
         f"Content-Type: application/json\r\n"
         f"User-Agent: wardgate-bench/1\r\n"
-        f"Authorization: Bearer sk-bench-0000000000000000000000000000\r\n"
+        f"Authorization: Bearer {bearer}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     return head + body

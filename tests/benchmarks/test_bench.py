@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.loadgen import percentiles
+from benchmarks.loadjob import percentiles
 from benchmarks.report import text_report
 from benchmarks.scenarios import FULL, chat_request, select
 
@@ -36,6 +36,11 @@ def quick_run() -> dict[str, Any]:
     return document
 
 
+def _gateways(scenario: dict[str, Any]) -> list[str]:
+    """The columns that are wardgate processes (not the mock, the relay floor or its stand-in "off")."""
+    return [c for c in scenario["columns"] if not c.startswith(("direct", "floor", "off"))]
+
+
 @pytest.mark.bench
 @pytest.mark.timeout(BENCH_TIMEOUT_S + 30)
 def test_quick_run_measures_every_scenario(quick_run: dict[str, Any]) -> None:
@@ -43,14 +48,13 @@ def test_quick_run_measures_every_scenario(quick_run: dict[str, Any]) -> None:
     assert names == [s.name for s in select(None, quick_mode=True)]
     for scenario in quick_run["scenarios"]:
         medians = scenario["median"]
-        gateways = ["batched", "strict"] if scenario["name"].startswith("durability") else ["wardgate"]
-        assert set(gateways) <= set(scenario["columns"]), scenario["name"]
+        assert _gateways(scenario), scenario["name"]
         for column in scenario["columns"]:
             row = medians[column]
             assert row["completed"] > 0, (scenario["name"], column)
             assert row["errors"] == 0, (scenario["name"], column)
-        for column in [*gateways, "floor" if "floor" in medians else "off"]:
-            row = medians[column]
+        for column in [c for c in scenario["columns"] if not c.startswith("direct")]:
+            row = medians[column]  # a process the harness started: its CPU and memory were read
             if scenario["name"].startswith("idle"):
                 assert row["rss_per_stream_kib"] > 0
                 assert row["open_streams"] > 0
@@ -70,11 +74,33 @@ def test_quick_run_proves_the_gateway_recorded_every_exchange(quick_run: dict[st
     assert quick_run["ok"]
     assert quick_run["failures"] == []
     for scenario in quick_run["scenarios"]:
-        assert scenario["proof"], scenario["name"]
+        assert sorted(scenario["proof"]) == sorted(_gateways(scenario)), scenario["name"]
         for name, proof in scenario["proof"].items():
             assert proof["recorded"] == proof["sent"] > 0, (scenario["name"], name, proof)
             assert proof["other"] == 0
             assert proof["ok"]
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 30)
+def test_quick_run_measured_tls_h2_and_auth_as_claimed(quick_run: dict[str, Any]) -> None:
+    """Every exchange of the TLS, HTTP/2 and auth columns was recorded with TLS, over h2, as that caller."""
+    first = {
+        prefix: next(s for s in quick_run["scenarios"] if s["name"].startswith(prefix))
+        for prefix in ("tls-", "h2-", "auth-")
+    }
+    expected = {
+        "tls-": {"wardgate-tls": {"tls"}, "wardgate": set()},
+        "h2-": {"wardgate-h2": {"h2"}, "wardgate-h1": set()},
+        "auth-": {"apikey": {"api-key"}, "oidc": {"oidc"}, "wardgate": set()},
+    }
+    for prefix, scenario in first.items():
+        assert "direct" not in scenario["columns"] or prefix == "auth-"  # h2: the mock has no HTTP/2
+        for column, traits in expected[prefix].items():
+            proof = scenario["proof"][column]
+            assert proof["expect"] == dict.fromkeys(traits, proof["recorded"]), (scenario["name"], column)
+    assert {"direct-tls", "floor-tls"} <= set(first["tls-"]["columns"])
+    assert first["h2-"]["note"]
 
 
 @pytest.mark.bench
@@ -97,7 +123,11 @@ def test_scenario_selection_by_name_and_prefix() -> None:
         "durability-chat",
         "durability-sse",
     ]
-    assert len(select(None, quick_mode=True)) == len(FULL)
+    quick = [s.name for s in select(None, quick_mode=True)]
+    assert set(quick) < {s.name for s in FULL} | {"long-10mb", "idle-500"}
+    for prefix in ("tls-", "h2-", "auth-"):
+        assert any(name.startswith(prefix) for name in quick), prefix
+    assert [s.name for s in select(["h2"], quick_mode=True)] == ["h2-chat-c32", "h2-sse-c16"]
     with pytest.raises(ValueError, match="no scenario 'nope'"):
         select(["nope"], quick_mode=False)
 

@@ -3,6 +3,8 @@
 Nothing here waits or reads the clock: the gateway decides when a held call is released or denied.
 """
 
+from parsers.approvals.calls import ToolCallSeen, body_tool_calls, denied_body
 from parsers.approvals.rules import ApprovalRule, first_match
+from parsers.approvals.stream import StreamGate
 
-__all__ = ["ApprovalRule", "first_match"]
+__all__ = ["ApprovalRule", "StreamGate", "ToolCallSeen", "body_tool_calls", "denied_body", "first_match"]

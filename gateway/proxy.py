@@ -10,9 +10,11 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from gateway.approvals.guard import GuardSettings, ResponseGuard, Uninspectable, identity_encoding
 from gateway.config import Durability, LimitsConfig
 from gateway.conn_frames import ConnectionFrames
 from gateway.forwarding import client_response_head, error_response, first, upstream_request_head
@@ -78,6 +80,7 @@ class ProxyContext:
     access: AccessControl | None = None  # identity, policy, upstream credential; None: none configured
     masking: MaskingPlan | None = None  # per caller: the rules of each masking scope; None: no masking
     closing: bool = False  # shutting down: finish the exchange in flight, take no further request
+    guard: GuardSettings | None = None  # approval rules, client-scope masking; None: none configured
 
 
 class ExchangeAborted(Exception):
@@ -85,7 +88,15 @@ class ExchangeAborted(Exception):
 
 
 class _Exchange:
-    __slots__ = ("id", "request_bytes", "response_bytes", "response_started", "session_id", "status")
+    __slots__ = (
+        "id",
+        "request_body",
+        "request_bytes",
+        "response_bytes",
+        "response_started",
+        "session_id",
+        "status",
+    )
 
     def __init__(self, session_id: str) -> None:
         self.id = new_id("x_")
@@ -94,6 +105,7 @@ class _Exchange:
         self.response_bytes = 0
         self.status = 0
         self.response_started = False  # a response head went to the client
+        self.request_body: bytearray | None = None  # kept only when the response is guarded
 
 
 class ClientConnection:
@@ -211,6 +223,8 @@ class ClientConnection:
             ref = ctx.sessions.resolve(None, self.identity, self.client_ip, now)
         ex = _Exchange(ref.session_id)
         ctx.stats.exchanges += 1
+        if ctx.guard is not None and refused is None and ctx.guard.applies(self.identity, head.method):
+            ex.request_body = bytearray()
         try:
             self._open(ex, head, new_session=ref.is_new, source=ref.source)
             if refused is not None:
@@ -271,6 +285,8 @@ class ClientConnection:
             prefix=ctx.upstream_prefix,
             proto=b"https" if self.tls else b"http",
         )
+        if ex.request_body is not None:
+            forwarded = recorded = identity_encoding(forwarded)
         if ctx.access is not None:
             forwarded, recorded = ctx.access.outbound(forwarded)
         if not body_decision:
@@ -344,6 +360,8 @@ class ClientConnection:
                     if ex.request_bytes > limit:
                         raise _Refusal(413, "body_too_large", f"request body exceeds {limit} bytes")
                     self._emit(Direction.FROM_CLIENT, event, ex.id)
+                    if ex.request_body is not None:
+                        ex.request_body += event.data
                 case MessageEnd():
                     self._emit(Direction.FROM_CLIENT, event, ex.id)
                 case ParseFailed():
@@ -383,8 +401,13 @@ class ClientConnection:
                 self._upstream_failed(ex, 504, "upstream_timeout", message)
             except OSError as exc:
                 self._upstream_failed(ex, 502, "upstream_aborted", f"upstream connection failed: {exc}")
-            for event in events:
+            for i, event in enumerate(events):
                 match event:
+                    case ResponseHead() if event.status >= 200 and ex.request_body is not None:
+                        self._emit(Direction.FROM_UPSTREAM, event, ex.id)
+                        ex.status = event.status
+                        await self._guarded_response(ex, upstream, event, deadline, events[i + 1 :])
+                        return
                     case ResponseHead() if event.status < 200:
                         self._emit(Direction.FROM_UPSTREAM, event, ex.id)
                         if event.status != 100:  # 100 was ours to send; others (103) pass through
@@ -424,6 +447,106 @@ class ClientConnection:
             if self._frames.behind:
                 await self._keep_pace()
 
+    # --- a guarded response: tool calls held for approval, client-scope masking --------------------
+
+    async def _guarded_response(
+        self,
+        ex: _Exchange,
+        upstream: UpstreamConnection,
+        head: ResponseHead,
+        deadline: float,
+        events: list[Event],
+    ) -> None:
+        """The response through a ``ResponseGuard`` (never the fast path); what the client got is recorded."""
+        settings = self.ctx.guard
+        if settings is None or ex.request_body is None:
+            raise RuntimeError("proxy: a guarded response without a guard")
+        guard = ResponseGuard(
+            settings,
+            identity=self.identity,
+            exchange_id=ex.id,
+            session_id=ex.session_id,
+            request_body=bytes(ex.request_body),
+            record=lambda event: self._emit(Direction.TO_CLIENT, event, ex.id),
+        )
+        sink = _ClientSink(self, ex)
+        try:
+            out = guard.start(client_response_head(head, session_id=ex.session_id, exchange_id=ex.id))
+            if out is not None:
+                sink.head(out)
+            async for data in self._upstream_body(ex, upstream, deadline, events):
+                await guard.feed(data, sink)
+            await guard.finish(sink)
+        except Uninspectable as exc:
+            self._upstream_failed(ex, 502, "upstream_uninspectable", str(exc))
+        end = MessageEnd()
+        self._emit(Direction.TO_CLIENT, end, ex.id)
+        self._write(self.http.send(end))
+        await self._drain(ex)
+
+    async def _upstream_body(
+        self, ex: _Exchange, upstream: UpstreamConnection, deadline: float, events: list[Event]
+    ) -> AsyncIterator[bytes]:
+        """The response body's pieces as they arrive (each recorded), relayed framing or h11 events."""
+        limits = self.ctx.limits
+        loop = asyncio.get_running_loop()
+
+        def read_timeout_s() -> float:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                message = f"the exchange exceeded max_exchange_s ({limits.max_exchange_s} s)"
+                self._upstream_failed(ex, 504, "exchange_too_long", message)
+            return min(limits.upstream_read_timeout_s, remaining)
+
+        silent = f"the upstream sent nothing for {limits.upstream_read_timeout_s} s"
+        if upstream.http.body_framing is not None:
+            data = b""  # first: what arrived with the head
+            while True:
+                try:
+                    body = upstream.http.feed_body(data)
+                except ParseError as exc:
+                    self._upstream_failed(ex, 502, "upstream_protocol_error", str(exc))
+                if body.data:
+                    self._emit(Direction.FROM_UPSTREAM, BodyChunk(data=body.data), ex.id)
+                    ex.response_bytes += len(body.data)
+                    yield body.data
+                if body.done:
+                    self._emit(Direction.FROM_UPSTREAM, MessageEnd(trailers=body.trailers), ex.id)
+                    return
+                try:
+                    async with asyncio.timeout(read_timeout_s()):
+                        data = await upstream.read_body()
+                except TimeoutError:
+                    self._upstream_failed(ex, 504, "upstream_timeout", silent)
+                except OSError as exc:
+                    self._upstream_failed(ex, 502, "upstream_aborted", f"upstream connection failed: {exc}")
+                if not data:
+                    error = upstream.http.feed_body_eof()
+                    self._upstream_failed(
+                        ex, 502, "upstream_aborted", f"the upstream closed mid-response: {error}"
+                    )
+        while True:
+            for event in events:
+                match event:
+                    case BodyChunk():
+                        self._emit(Direction.FROM_UPSTREAM, event, ex.id)
+                        ex.response_bytes += len(event.data)
+                        yield event.data
+                    case MessageEnd():
+                        self._emit(Direction.FROM_UPSTREAM, event, ex.id)
+                        return
+                    case ParseFailed():
+                        self._upstream_failed(ex, 502, "upstream_protocol_error", event.error)
+                    case _:
+                        message = "the upstream closed the connection mid-response"
+                        self._upstream_failed(ex, 502, "upstream_aborted", message)
+            try:
+                events = await upstream.receive(read_timeout_s())
+            except TimeoutError:
+                self._upstream_failed(ex, 504, "upstream_timeout", silent)
+            except OSError as exc:
+                self._upstream_failed(ex, 502, "upstream_aborted", f"upstream connection failed: {exc}")
+
     # --- the relay fast path: bodies with known framing cross as read, h11 only for heads ------------
 
     async def _relay_request_body(
@@ -445,6 +568,8 @@ class ClientConnection:
                     raise _Refusal(413, "body_too_large", f"request body exceeds {limit} bytes")
                 chunk = BodyChunk(data=body.data)
                 self._emit(Direction.FROM_CLIENT, chunk, ex.id)
+                if ex.request_body is not None:
+                    ex.request_body += body.data
                 if raw_to is None:
                     pending.append(chunk)
             if body.done:
@@ -699,6 +824,31 @@ class ClientConnection:
         ex = self._bare_exchange()
         limit = self.ctx.limits.max_connections
         await self._refuse(ex, 503, "overloaded", f"the gateway is at its connection limit ({limit})")
+
+
+class _ClientSink:
+    """A guarded response's way to the HTTP/1.1 client: every piece recorded ``to_client``, then written."""
+
+    __slots__ = ("_conn", "_ex")
+
+    def __init__(self, conn: ClientConnection, ex: _Exchange) -> None:
+        self._conn = conn
+        self._ex = ex
+
+    def head(self, head: ResponseHead) -> None:
+        conn, ex = self._conn, self._ex
+        conn._emit(Direction.TO_CLIENT, head, ex.id)
+        conn._write(conn.http.send(head))
+        ex.response_started = True
+
+    async def send(self, data: bytes) -> None:
+        if not data:
+            return
+        conn, ex = self._conn, self._ex
+        chunk = BodyChunk(data=data)
+        conn._emit(Direction.TO_CLIENT, chunk, ex.id)
+        conn._write(conn.http.send(chunk))
+        await conn._drain(ex)
 
 
 class _Refusal(Exception):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from gateway.admin import AdminServer, Readiness
+from gateway.approvals.guard import GuardSettings, guard_settings
 from gateway.approvals.registry import HoldRegistry
 from gateway.config import Config, ConfigError, parse_upstream, split_host_port
 from gateway.console import AdminListener, Credentials
@@ -92,6 +93,7 @@ class Gateway:
         self._environ: Mapping[str, str] = environ or {}  # for the upstream credential's variable
         self.access: AccessControl | None = None
         self.masking: MaskingPlan | None = None
+        self.guard: GuardSettings | None = None  # approval rules and client-scope masking of responses
         self._on_ready = on_ready
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -174,6 +176,13 @@ class Gateway:
         self.load_tls()
         self.access = AccessControl.from_config(cfg, self._environ)  # a bad auth setting fails here
         self.masking = MaskingPlan(cfg.masking)  # every rule compiled once, here
+        self.guard = guard_settings(
+            cfg.approvals,
+            self.masking,
+            approver_groups=cfg.admin.approver_groups,
+            registry=self.holds,
+            max_body_bytes=cfg.limits.max_body_bytes,
+        )
         data_dir.mkdir(parents=True, exist_ok=True)
         # A worker runs under its supervisor's lock (inherited: it stays held while any worker lives).
         lock: AbstractContextManager[object] = DataDirLock(data_dir) if self.worker is None else nullcontext()
@@ -323,6 +332,7 @@ class Gateway:
             upstream_prefix=upstream.prefix.encode(),
             access=self.access,
             masking=self.masking,
+            guard=self.guard,
         )
         self.contexts.append(ctx)
         handler = functools.partial(self._handle, ctx)
@@ -460,6 +470,8 @@ class Gateway:
         """Idle connections close now; exchanges in flight get ``shutdown_grace_s`` to finish."""
         for ctx in self.contexts:
             ctx.closing = True
+        # Held tool calls are answered now, with a denial the agent can read, instead of being cut.
+        self.holds.fail_all("the gateway is shutting down")
         for conn in list(self._connections):
             if isinstance(conn, H2ClientConnection):
                 conn.begin_shutdown()  # refuse new streams; GOAWAY once the last one ends

@@ -84,13 +84,13 @@ class HoldRegistry:
     """Pending holds by id, oldest first. One per gateway process (worker)."""
 
     def __init__(self, *, clock: Clock = time.time_ns) -> None:
-        self._clock = clock
+        self.clock = clock  # wall clock in ns; the data path stamps holds with it too
         self._entries: dict[str, _Entry] = {}
         self._closed = ""  # set by fail_all: new holds fail at once with this reason
 
     def pending(self) -> list[PendingHold]:
         """Holds still waiting (expired ones whose waiter has not woken yet are left out)."""
-        now = self._clock()
+        now = self.clock()
         return [e.hold for e in self._entries.values() if not e.future.done() and e.hold.expires_at_ns > now]
 
     def get(self, hold_id: str) -> PendingHold | None:
@@ -111,7 +111,7 @@ class HoldRegistry:
         if entry is None or entry.future.done():
             raise DecisionRefused(404, f"no pending hold {hold_id!r} (unknown, or already decided)")
         hold = entry.hold
-        if self._clock() >= hold.expires_at_ns:
+        if self.clock() >= hold.expires_at_ns:
             entry.future.set_result(Decision(verdict=EXPIRED, reason="no decision before the expiry"))
             raise DecisionRefused(410, f"hold {hold_id} expired before the decision")
         own = approver.method != "none" and same_identity(approver, hold.requested_by)
@@ -153,7 +153,7 @@ class HoldRegistry:
         self._entries[hold.hold_id] = _Entry(hold, future)
         try:
             while not future.done():
-                remaining_s = (hold.expires_at_ns - self._clock()) / 1e9
+                remaining_s = (hold.expires_at_ns - self.clock()) / 1e9
                 if remaining_s <= 0:
                     future.set_result(Decision(verdict=EXPIRED, reason="no decision before the expiry"))
                     break
@@ -161,7 +161,7 @@ class HoldRegistry:
                 try:
                     await asyncio.wait_for(asyncio.shield(future), wait_s)
                 except TimeoutError:
-                    if keepalive is not None and not future.done() and self._clock() < hold.expires_at_ns:
+                    if keepalive is not None and not future.done() and self.clock() < hold.expires_at_ns:
                         await keepalive()
             return future.result()
         finally:

@@ -44,6 +44,8 @@ from gateway.mock_llm._script import CLOSE, NO_HOOKS, Delay, Hooks, Item, Reply,
 from gateway.mock_llm._wire import ENCODER, PACE, Pace, count_words, error_body, texts_of
 
 TOOL_TRIGGER: Final = "call a tool"
+TEXT_THEN_TOOL_TRIGGER: Final = "say something, then call a tool"  # streams a few text tokens first
+TEXT_THEN_TOOL_TOKENS: Final = 3
 _JSON: Final = b"application/json"
 _ERROR_JSON: Final = b"application/json; charset=utf-8"
 _SSE: Final = b"text/event-stream; charset=utf-8"
@@ -248,7 +250,8 @@ class MockApp:
     def _maybe_tool(self, nth: int, user_text: str, tools: list[Any] | None) -> ToolPlan | None:
         every = self.config.tool_call_every
         if (every and nth % every == 0) or TOOL_TRIGGER in user_text:
-            return tool_plan(tools, self._new_id("call_"))
+            preamble = TEXT_THEN_TOOL_TOKENS if TEXT_THEN_TOOL_TRIGGER in user_text else 0
+            return tool_plan(tools, self._new_id("call_"), preamble_tokens=preamble)
         return None
 
     def _render(self, render: Callable[[Plan], bytes], plan: Plan) -> bytes:

@@ -143,7 +143,14 @@ def chat_events(plan: Plan) -> Iterator[bytes | Pace]:
     else:
         tool = plan.tool
         head = ToolCallDelta(0, tool.call_id, "function", FunctionDelta(tool.name, ""))
-        yield event(Delta(role="assistant", content=None, tool_calls=[head], refusal=None))
+        if tool.preamble_tokens:
+            yield event(Delta(role="assistant", content="", refusal=None))
+            for i in range(tool.preamble_tokens):
+                yield PACE
+                yield event(Delta(content=mock_token(i)))
+            yield event(Delta(tool_calls=[head]))
+        else:
+            yield event(Delta(role="assistant", content=None, tool_calls=[head], refusal=None))
         for fragment in tool.fragments:
             yield PACE
             yield event(Delta(tool_calls=[ToolCallDelta(0, function=FunctionDelta(arguments=fragment))]))

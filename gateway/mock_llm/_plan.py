@@ -22,6 +22,7 @@ class ToolPlan(msgspec.Struct, frozen=True):
     name: str
     arguments: str
     fragments: list[str]
+    preamble_tokens: int = 0  # text tokens streamed before the call (an agent that explains itself)
 
 
 class Plan(msgspec.Struct, frozen=True):
@@ -44,7 +45,7 @@ def fragments(arguments: str) -> list[str]:
     return _FRAGMENT.findall(arguments)
 
 
-def tool_plan(tools: list[Any] | None, call_id: str) -> ToolPlan:
+def tool_plan(tools: list[Any] | None, call_id: str, *, preamble_tokens: int = 0) -> ToolPlan:
     """Call the request's first function tool with arguments that satisfy its JSON schema."""
     name, schema = _DEFAULT_TOOL, {"properties": {"query": {"type": "string"}}}
     for tool in tools or ():
@@ -55,7 +56,7 @@ def tool_plan(tools: list[Any] | None, call_id: str) -> ToolPlan:
                 name, schema = fn["name"], fn.get("parameters") or {}
                 break
     arguments = ENCODER.encode(_sample_object(schema)).decode()
-    return ToolPlan(call_id, name, arguments, fragments(arguments))
+    return ToolPlan(call_id, name, arguments, fragments(arguments), preamble_tokens)
 
 
 def _sample_object(schema: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from gateway.ids import new_id
 from gateway.recorder import RecordingFailed
 from gateway.sessions import SESSION_HEADER, BadSessionHeader
 from gateway.upstream import UpstreamConnection, UpstreamTlsError, UpstreamUnavailable
+from gateway.upstream_masking import UnmaskableBody, mask_forwarded, upstream_rules
 from parsers.errors import ParseError
 from parsers.events import (
     BodyChunk,
@@ -216,17 +217,32 @@ class StreamExchange:
         )
         if ctx.access is not None:
             forwarded, recorded = ctx.access.outbound(forwarded)
-        if not body_decision:
+        masking = upstream_rules(ctx.masking, self.identity)
+        hold = body_decision or masking is not None  # the whole body first: the head is recorded after it
+        if not hold:
             self._emit(Direction.TO_UPSTREAM, recorded)
         if self.has_body and (first(self.head.headers, b"expect") or b"").lower() == b"100-continue":
             # The gateway answers Expect itself, as over HTTP/1.1 (RFC 9110 §10.1.1).
             self._send(ResponseHead(stream_id=self.stream_id, status=100, headers=[], http_version=b"2"))
-        if ctx.durability == "strict" or body_decision:
+        if ctx.durability == "strict" or hold:
             # Nothing reaches the upstream before it is on disk (the HTTP/1.1 path's rule too).
             body = await self._read_body(None)
             if ctx.access is not None and body_decision:
                 data = b"".join(event.data for event in body if isinstance(event, BodyChunk))
                 self._record_decision(ctx.access.decide(self.identity, self.head, data))
+            if masking is not None:
+                try:
+                    limit = ctx.limits.max_body_bytes
+                    forwarded, recorded, body, applied = mask_forwarded(
+                        forwarded, recorded, body, masking, max_body_bytes=limit
+                    )
+                except UnmaskableBody as exc:
+                    kind = "body_too_large" if exc.status == 413 else "unmaskable_body"
+                    raise _Refusal(exc.status, kind, str(exc)) from None
+                self._emit(Direction.TO_UPSTREAM, recorded)
+                for masked in applied:
+                    self._emit(Direction.TO_UPSTREAM, masked)
+            elif body_decision:
                 self._emit(Direction.TO_UPSTREAM, recorded)
             if ctx.durability == "strict":
                 await ctx.recorder.durable()

@@ -60,7 +60,7 @@ UPSTREAM: Final = "upstream"
 CLIENT: Final = "client"
 SCOPES: Final = (RECORD, UPSTREAM, CLIENT)
 # The scopes the data path masks. A configured scope that is not here is refused at startup.
-IMPLEMENTED_SCOPES: Final = (RECORD,)
+IMPLEMENTED_SCOPES: Final = (RECORD, UPSTREAM)
 MASKED_ENCODING_FIELD: Final = b"X-Wardgate-Masked-Content-Encoding"
 _DECODABLE: Final = {b"gzip": 31, b"x-gzip": 31, b"deflate": 15}  # zlib wbits per coding
 MAX_CACHED_GROUP_SETS: Final = 4096  # MaskingPlan: distinct group sets kept; past this it starts over

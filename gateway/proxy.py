@@ -26,6 +26,13 @@ from gateway.recorder import Recorder, RecordingFailed
 from gateway.sessions import SESSION_HEADER, BadSessionHeader, SessionTracker
 from gateway.tls import TlsPeer, TlsSession, session_of
 from gateway.upstream import UpstreamConnection, UpstreamPool, UpstreamTlsError, UpstreamUnavailable
+from gateway.upstream_masking import (
+    MaskedRequest,
+    UnmaskableBody,
+    UpstreamRules,
+    mask_forwarded,
+    upstream_rules,
+)
 from parsers.body_framing import Framing
 from parsers.errors import ParseError
 from parsers.events import (
@@ -289,16 +296,24 @@ class ClientConnection:
             forwarded = recorded = identity_encoding(forwarded)
         if ctx.access is not None:
             forwarded, recorded = ctx.access.outbound(forwarded)
-        if not body_decision:
+        masking = upstream_rules(ctx.masking, self.identity)
+        hold = body_decision or masking is not None  # the whole body first: the head is recorded after it
+        if not hold:
             self._emit(Direction.TO_UPSTREAM, recorded, ex.id)
         if self.http.peer_waiting_for_100_continue:
             self.writer.write(self.http.send(ResponseHead(status=100, headers=[], reason=b"Continue")))
-        if ctx.durability == "strict" or body_decision:
+        if ctx.durability == "strict" or hold:
             # RFC-free rule of ours: in strict mode nothing reaches the upstream before it is on disk.
             body = await self._read_body(ex, None)
             if ctx.access is not None and body_decision:
                 data = b"".join(event.data for event in body if isinstance(event, BodyChunk))
                 self._record_decision(ex, ctx.access.decide(self.identity, head, data))
+            if masking is not None:
+                forwarded, recorded, body, applied = self._masked(forwarded, recorded, body, masking)
+                self._emit(Direction.TO_UPSTREAM, recorded, ex.id)
+                for masked in applied:
+                    self._emit(Direction.TO_UPSTREAM, masked, ex.id)
+            elif body_decision:
                 self._emit(Direction.TO_UPSTREAM, recorded, ex.id)
             if ctx.durability == "strict":
                 await ctx.recorder.durable()
@@ -320,6 +335,16 @@ class ClientConnection:
             upstream.abort()
             raise
         return upstream
+
+    def _masked(
+        self, forwarded: RequestHead, recorded: RequestHead, body: list[Event], masking: UpstreamRules
+    ) -> MaskedRequest:
+        limit = self.ctx.limits.max_body_bytes
+        try:
+            return mask_forwarded(forwarded, recorded, body, masking, max_body_bytes=limit)
+        except UnmaskableBody as exc:
+            kind = "body_too_large" if exc.status == 413 else "unmaskable_body"
+            raise _Refusal(exc.status, kind, str(exc)) from None
 
     def _record_decision(self, ex: _Exchange, decision: PolicyDecision | None) -> None:
         if decision is not None:

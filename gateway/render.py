@@ -13,7 +13,7 @@ from typing import TextIO
 
 import msgspec
 
-from parsers.events import BodyChunk, Direction
+from parsers.events import BodyChunk, Direction, MaskingApplied
 from parsers.openai import ChatMessage, OpenAIExchange
 from storage.assemble import ExchangeRecord
 from storage.codec import Frame
@@ -175,6 +175,8 @@ def render_exchange(
         print(f"   model {text(record.model or '-')}  api {text(record.api or '-')}{streamed}", file=out)
     for message in full.messages:
         print(f"[{text(message.role)}] {text(message.content, keep_newlines=True)}", file=out)
+    if masked := upstream_masking(frames):
+        print(f"   masked before the model: {text(masked)}", file=out)
     if full.reasoning_text:
         print(f"[reasoning] {text(full.reasoning_text, keep_newlines=True)}", file=out)
     if record.stream:
@@ -194,6 +196,15 @@ def render_exchange(
         print("   " + "  ".join(details), file=out)
     if record.error:
         print(f"   error: {text(record.error, keep_newlines=True)}", file=out)
+
+
+def upstream_masking(frames: list[Frame]) -> str:
+    """What the model got differently from the recorded request: ``email x2 (messages[0].content), ...``."""
+    return ", ".join(
+        f"{event.rule} x{event.count}" + (f" ({event.field})" if event.field else "")
+        for frame in frames
+        if isinstance(event := frame.event, MaskingApplied) and event.scope == "upstream"
+    )
 
 
 def retype_answer(frames: list[Frame], out: TextIO, *, speed: float, sleep: Sleep) -> bool:
@@ -241,4 +252,5 @@ __all__ = [
     "sanitize_text",
     "short_id",
     "table",
+    "upstream_masking",
 ]

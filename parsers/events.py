@@ -237,7 +237,8 @@ class ConsoleAccess(Event, frozen=True, kw_only=True):
 
 
 class MaskingApplied(Event, frozen=True, kw_only=True):
-    """Masking replaced text in the frame recorded just before this one (same connection and ``seq``).
+    """Masking replaced text in the frame recorded just before this one (same connection and ``seq``);
+    for scope ``upstream``: in the request body forwarded after the ``to_upstream`` head just before.
 
     Never holds the masked text itself: only which rule, where, and how often.
     """

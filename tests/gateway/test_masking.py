@@ -180,7 +180,7 @@ async def test_no_raw_secret_reaches_any_file(replaying: MockLlm, data_dir: Path
     [
         (MaskingConfig(disabled=["emails"]), "unknown detector 'emails'"),
         (MaskingConfig(scopes={"email": ["logs"]}), "masking.scopes.email: unknown scope 'logs'"),
-        (MaskingConfig(scopes={"email": ["upstream"]}), "scope 'upstream' is not implemented yet"),
+        (MaskingConfig(scopes={"email": ["client"]}), "scope 'client' is not implemented yet"),
         (MaskingConfig(rules=[CustomRuleConfig(name="x", pattern="(")]), r"masking.rules\[0\]: rule 'x'"),
         (MaskingConfig(max_hold_chars=10), "masking.max_hold_chars"),
     ],

@@ -16,6 +16,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import assert_never
 
 import msgspec
 
@@ -88,6 +89,8 @@ def _answer(registry: Registry, question: _Question) -> _Answer:
             except DecisionRefused as exc:
                 return _Answer(refused=exc.status, reason=str(exc))
             return _Answer(holds=[hold])
+        case _:
+            assert_never(question)
 
 
 def _remove(path: Path) -> None:

@@ -251,6 +251,8 @@ class Supervisor:
 
     def _hold_sockets(self) -> list[Path]:
         """The held-call sockets of the workers serving now (a dead one's holds died with it)."""
+        if not self.config.approvals.rules:
+            return []  # nothing is ever held: the workers serve no socket
         data_dir = self.config.data_dir
         return [socket_path(data_dir, w.number) for w in self.workers if w.ready.is_set()]
 

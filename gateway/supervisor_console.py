@@ -2,8 +2,8 @@
 
 The supervisor serves no traffic, so its own segment series (``storage.series.SUPERVISOR_SERIES``, under
 ``<data>/supervisor``) holds only ``ConsoleAccess`` frames and checkpoints, with its own hash chain. It is
-written by the same ``Recorder`` a gateway uses, so an access is fsync'd before it is answered. No index
-follower reads it: the index holds exchanges, and the audit trail reads the frames themselves. The console
+written by the same ``Recorder`` a gateway uses, so an access is fsync'd before it is answered, and followed
+into the shared index by an index follower of its own (the audit trail reads the index). The console
 reads the shared index and every series (the workers' and this one) as one log; held tool calls live in
 the workers and are asked for and decided over their sockets (``gateway.hold_channel``).
 """
@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from gateway.admin import Readiness
 from gateway.config import Config
 from gateway.console import AdminListener
 from gateway.hold_source import HoldSource
 from gateway.identity.authenticator import Authenticator
+from gateway.indexer import FollowerProcess
 from gateway.metrics import Exposition
 from gateway.recorder import Recorder
 from storage.segments import SegmentLog
@@ -28,11 +30,14 @@ from storage.signing import SigningKey
 class SupervisorConsole:
     """The supervisor's recorder (its own series) and the console listener in front of it."""
 
-    def __init__(self, log: SegmentLog, recorder: Recorder, listener: AdminListener) -> None:
+    def __init__(self, log: SegmentLog, recorder: Recorder, listener: AdminListener, data_dir: Path) -> None:
         self._log = log
         self._recorder = recorder
         self._listener = listener
         self._writer: asyncio.Task[None] | None = None
+        self._indexer = FollowerProcess(data_dir, series=SUPERVISOR_SERIES)
+        self._log_closed = asyncio.Event()
+        self._following: asyncio.Task[None] | None = None
         self.address = listener.address
 
     @classmethod
@@ -87,10 +92,11 @@ class SupervisorConsole:
         except BaseException:
             log.close()
             raise
-        return cls(log, recorder, listener)
+        return cls(log, recorder, listener, config.data_dir)
 
     def start(self, tasks: asyncio.TaskGroup) -> None:
         self._writer = tasks.create_task(self._recorder.run(), name="supervisor-recorder")
+        self._following = tasks.create_task(self._indexer.run(self._log_closed), name="supervisor-indexer")
         self._listener.start(tasks)
 
     async def close(self) -> None:
@@ -102,6 +108,9 @@ class SupervisorConsole:
             if self._writer is not None:
                 await self._writer
             self._log.close()
+            self._log_closed.set()  # the follower's last pass now sees every frame
+            if self._following is not None:
+                await self._following
 
 
 __all__ = ["SupervisorConsole"]

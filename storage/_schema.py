@@ -7,15 +7,18 @@ from typing import Any
 
 import msgspec
 
-from parsers.events import Identity
+from parsers.events import ConsoleAccess, Identity
 from parsers.openai import ToolCall
+from storage._format import Position
 from storage.assemble import ExchangeRecord
+from storage.query import AccessRow
+from storage.reader import StoredFrame
 
 _identity_decoder = msgspec.json.Decoder(Identity)
 _tool_calls_decoder = msgspec.json.Decoder(list[ToolCall])
 _json = msgspec.json.Encoder()
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6  # 6: console_access
 
 # Record fields stored as plain columns, in ExchangeRecord order (identity and tool_calls go as JSON).
 EXCHANGE_COLUMNS = (
@@ -200,6 +203,27 @@ CREATE TRIGGER IF NOT EXISTS exchange_groups_update AFTER UPDATE OF identity ON 
     SELECT new.id, value FROM json_each(new.identity, '$.groups') WHERE type = 'text';
 END;
 
+-- Who used the admin API (ConsoleAccess frames), keyed by where each frame is in the log: re-reading a
+-- stretch of the log re-inserts nothing, and retention drops the rows of the segments it removes.
+CREATE TABLE IF NOT EXISTS console_access (
+    series INTEGER NOT NULL,
+    segment INTEGER NOT NULL,
+    frame_offset INTEGER NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    email TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    target TEXT NOT NULL,
+    query TEXT NOT NULL,
+    client_addr TEXT NOT NULL,
+    PRIMARY KEY (series, segment, frame_offset)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS console_access_ts ON console_access (ts_ns);
+CREATE INDEX IF NOT EXISTS console_access_subject ON console_access (subject, ts_ns);
+CREATE INDEX IF NOT EXISTS console_access_email ON console_access (email, ts_ns);
+CREATE INDEX IF NOT EXISTS console_access_target ON console_access (target, ts_ns);
+
 CREATE TABLE IF NOT EXISTS index_state (
     id INTEGER PRIMARY KEY,  -- the segment series (0: <data>/segments, k: <data>/workers/k)
     resume_segment INTEGER,  -- NULL: read the log from its first segment
@@ -222,7 +246,17 @@ DROP TABLE IF EXISTS exchanges_fts;
 DROP TABLE IF EXISTS exchanges;
 DROP TABLE IF EXISTS sessions;
 DROP TABLE IF EXISTS index_state;
+DROP TABLE IF EXISTS console_access;
 """
+
+INSERT_ACCESS = (
+    "INSERT OR IGNORE INTO console_access (series, segment, frame_offset, ts_ns, action, subject, email,"
+    " identity, target, query, client_addr) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_ACCESS = (
+    "SELECT series, segment, frame_offset, ts_ns, action, identity, target, query, client_addr"
+    " FROM console_access"
+)
 
 
 def row_of(record: ExchangeRecord) -> tuple[Any, ...]:
@@ -232,6 +266,35 @@ def row_of(record: ExchangeRecord) -> tuple[Any, ...]:
     values["tool_calls"] = _json.encode(record.tool_calls).decode()
     values["stream"] = int(record.stream)
     return tuple(values[column] for column in EXCHANGE_COLUMNS)
+
+
+def access_row_of(stored: StoredFrame, event: ConsoleAccess) -> tuple[Any, ...]:
+    identity = event.identity
+    return (
+        stored.series,
+        stored.position.segment,
+        stored.position.offset,
+        stored.frame.ts_ns,
+        event.action,
+        identity.subject,
+        identity.email,
+        _json.encode(identity).decode(),
+        event.target,
+        event.query,
+        event.client_addr,
+    )
+
+
+def access_of(row: Any) -> AccessRow:
+    series, segment, offset, ts_ns, action, identity, target, query, client_addr = row
+    event = ConsoleAccess(
+        action=action,
+        identity=_identity_decoder.decode(identity),
+        target=target,
+        query=query,
+        client_addr=client_addr,
+    )
+    return AccessRow(series=series, position=Position(int(segment), int(offset)), ts_ns=ts_ns, event=event)
 
 
 def record_of(row: Any) -> ExchangeRecord:
@@ -247,10 +310,14 @@ __all__ = [
     "CREATE",
     "DROP",
     "EXCHANGE_COLUMNS",
+    "INSERT_ACCESS",
     "REFRESH_SESSION",
     "SCHEMA_VERSION",
+    "SELECT_ACCESS",
     "SELECT_EXCHANGE",
     "UPSERT_EXCHANGE",
+    "access_of",
+    "access_row_of",
     "record_of",
     "row_of",
 ]

@@ -18,11 +18,13 @@ from typing import Any
 
 import aiosqlite
 
+from parsers.events import ConsoleAccess
 from storage import _schema
 from storage._format import Position
 from storage.assemble import ExchangeAssembler, ExchangeRecord
 from storage.errors import LogShrank, StorageError
 from storage.query import (
+    AccessRow,
     ExchangeQuery,
     IdKind,
     SessionQuery,
@@ -145,11 +147,14 @@ class SqliteIndex:
             try:
                 frames = 0
                 records: dict[str, ExchangeRecord] = {}
+                accesses: list[tuple[Any, ...]] = []
                 while frames < max_frames:
                     batch = cursor.read_new(min(_READ_SLICE, max_frames - frames))
                     if not batch:
                         break
                     for stored in batch:
+                        if isinstance(event := stored.frame.event, ConsoleAccess):
+                            accesses.append(_schema.access_row_of(stored, event))
                         for record in assembler.feed(stored):
                             records[record.exchange_id] = record
                     frames += len(batch)
@@ -157,7 +162,7 @@ class SqliteIndex:
                 if frames:
                     resume = min(p for p in (assembler.open_since(), cursor.position) if p is not None)
                     chain = chain_before(data_dir, resume, series=series)
-                    await self._apply(list(records.values()), series, resume, chain, frames)
+                    await self._apply(list(records.values()), accesses, series, resume, chain, frames)
             except LogShrank as exc:
                 # A failed write made the recorder cut records this reader had seen (they went again
                 # into the next segment): resume from the last commit, which rebuilds if it must.
@@ -186,12 +191,19 @@ class SqliteIndex:
         return total
 
     async def _apply(
-        self, records: list[ExchangeRecord], series: int, resume: Position, chain: bytes | None, frames: int
+        self,
+        records: list[ExchangeRecord],
+        accesses: list[tuple[Any, ...]],
+        series: int,
+        resume: Position,
+        chain: bytes | None,
+        frames: int,
     ) -> None:
         db = self._db
         await db.execute("BEGIN IMMEDIATE")
         try:
             await db.executemany(_schema.UPSERT_EXCHANGE, [_schema.row_of(record) for record in records])
+            await db.executemany(_schema.INSERT_ACCESS, accesses)
             sessions = sorted({record.session_id for record in records})
             await db.executemany(_schema.REFRESH_SESSION, [{"id": session} for session in sessions])
             await db.execute(_UPDATE_STATE, (series, resume.segment, resume.offset, chain, frames))
@@ -235,6 +247,7 @@ class SqliteIndex:
             )
             sessions = [{"id": row[0]} for row in rows]
             await db.execute("DELETE FROM exchanges WHERE series = ?", (series,))
+            await db.execute("DELETE FROM console_access WHERE series = ?", (series,))
             await db.executemany(_DELETE_EMPTY_SESSION, sessions)
             await db.executemany(_schema.REFRESH_SESSION, sessions)
             await db.execute("DELETE FROM index_state WHERE id = ?", (series,))
@@ -265,6 +278,10 @@ class SqliteIndex:
                 sessions = [{"id": row[0]} for row in rows]
                 cursor = await db.execute(f"DELETE FROM exchanges {where}", [series, *numbers])
                 deleted = cursor.rowcount
+                await db.execute(
+                    f"DELETE FROM console_access WHERE series = ? AND segment IN ({marks})",
+                    [series, *numbers],
+                )
                 await db.executemany(_DELETE_EMPTY_SESSION, sessions)
                 await db.executemany(_schema.REFRESH_SESSION, sessions)
                 await db.execute("COMMIT")
@@ -427,6 +444,22 @@ class SqliteIndex:
 
     async def count_exchanges(self) -> int:
         return await _scalar(self._db, "SELECT count(*) FROM exchanges")
+
+    async def console_accesses(self, *, limit: int, actor: str = "", target: str = "") -> list[AccessRow]:
+        """The newest ``limit`` indexed uses of the admin API (by ``actor``: subject or e-mail; of
+        ``target``), newest first."""
+        where: list[str] = []
+        params: list[Any] = []
+        if actor:
+            where.append("(subject = ? OR email = ?)")
+            params += [actor, actor]
+        if target:
+            where.append("target = ?")
+            params.append(target)
+        sql = _schema.SELECT_ACCESS + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY ts_ns DESC, series, segment DESC, frame_offset DESC LIMIT ?"
+        rows = await self._db.execute_fetchall(sql, [*params, limit])
+        return [_schema.access_of(row) for row in rows]
 
     async def match_ids(self, fragment: str, *, limit: int = 5) -> list[tuple[IdKind, str]]:
         """Exchange and session ids that start or end with ``fragment`` (for short ids typed by people)."""

@@ -10,6 +10,8 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from parsers.events import ConsoleAccess
+from storage._format import Position
 from storage.assemble import ExchangeRecord
 
 DEFAULT_LIMIT = 50
@@ -57,6 +59,15 @@ class SessionRow(msgspec.Struct, kw_only=True):
     models: list[str] = []
 
 
+class AccessRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One recorded use of the admin API (a ``ConsoleAccess`` frame) and where it is in the log."""
+
+    series: int
+    position: Position
+    ts_ns: int
+    event: ConsoleAccess
+
+
 IdKind = Literal["exchange", "session"]
 
 
@@ -78,6 +89,8 @@ class IndexBackend(Protocol):
     async def count_exchanges(self) -> int: ...
 
     async def match_ids(self, fragment: str, *, limit: int = 5) -> list[tuple[IdKind, str]]: ...
+
+    async def console_accesses(self, *, limit: int, actor: str = "", target: str = "") -> list[AccessRow]: ...
 
     async def close(self) -> None: ...
 
@@ -108,6 +121,7 @@ def glob_escape(literal: str) -> str:
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "AccessRow",
     "ExchangeQuery",
     "IdKind",
     "IndexBackend",

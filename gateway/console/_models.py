@@ -114,7 +114,8 @@ class AuditEntry(msgspec.Struct, kw_only=True):
 
 
 class AuditPage(msgspec.Struct, kw_only=True):
-    """Newest first. ``complete``: the whole log was read (else only its most recent segments)."""
+    """Newest first. ``complete``: every series was covered (the index, and what was recorded after the
+    point it reached, read from the segments)."""
 
     items: list[AuditEntry]
     complete: bool

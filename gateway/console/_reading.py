@@ -20,7 +20,7 @@ from parsers.events import ConsoleAccess
 from storage.assemble import ExchangeAssembler, ExchangeRecord
 from storage.codec import Frame
 from storage.index import SqliteIndex, index_path
-from storage.query import ExchangeQuery, SessionQuery, SessionRow
+from storage.query import AccessRow, ExchangeQuery, SessionQuery, SessionRow
 from storage.reader import LogCursor, StoredFrame, recent_start
 from storage.segments import Position
 from storage.series import list_series
@@ -90,12 +90,19 @@ class LogReader:
     async def audit_trail(
         self, *, limit: int, actor: str = "", target: str = ""
     ) -> tuple[list[AuditEntry], bool]:
-        """The newest ``limit`` console accesses (by ``actor``, of ``target``), in a worker thread.
+        """The newest ``limit`` console accesses (by ``actor``, of ``target``), newest first.
 
-        Reads the newest segments first, twice as many each round, so a busy log is not read whole.
-        Returns the entries, newest first, and whether the whole log was read.
+        The index holds them up to where each series was indexed; what was recorded since (the index
+        follower polls) is read from the segments past that point, in a worker thread. Returns the
+        entries and whether the whole log was covered (always, now that the index holds them).
         """
-        return await asyncio.to_thread(_audit_trail, self.data_dir, limit, actor, target)
+        series = await asyncio.to_thread(list_series, self.data_dir)
+        starts = {n: await self._index.indexed_position(series=n) for n in series}
+        indexed = await self._index.console_accesses(limit=limit, actor=actor, target=target)
+        recent = await asyncio.to_thread(_accesses_since, self.data_dir, starts, actor, target)
+        merged = {(row.series, row.position): row for row in [*indexed, *recent]}  # a frame may be in both
+        newest = sorted(merged.values(), key=lambda row: (row.ts_ns, row.series, row.position), reverse=True)
+        return [_entry(row) for row in newest[:limit]], True
 
     async def verify(self) -> tuple[int, list[VerifyReport]]:
         """A full ``verify`` of every series with the data dir's own key, in a worker thread; with when
@@ -138,30 +145,28 @@ class LogTail:
                     pass
 
 
-def _audit_trail(data_dir: Path, limit: int, actor: str, target: str) -> tuple[list[AuditEntry], bool]:
-    segments = 2
-    while True:
-        starts = _recent_starts(data_dir, segments)
-        cursor = LogCursor(data_dir, starts)
-        found = [
-            AuditEntry(
-                ts_ns=stored.frame.ts_ns,
-                action=event.action,
-                identity=event.identity,
-                target=event.target,
-                query=event.query,
-                client_addr=event.client_addr,
-            )
-            for stored in _drain(cursor)
-            if isinstance(event := stored.frame.event, ConsoleAccess)
-            and (not actor or actor in (event.identity.subject, event.identity.email))
-            and (not target or event.target == target)
-        ]
-        found.sort(key=lambda entry: entry.ts_ns)  # series are merged per batch: order the whole lot once
-        whole = all(start is None for start in starts.values())
-        if len(found) >= limit or whole:
-            return found[::-1][:limit], whole
-        segments *= 2
+def _accesses_since(
+    data_dir: Path, starts: dict[int, Position | None], actor: str, target: str
+) -> list[AccessRow]:
+    return [
+        AccessRow(series=stored.series, position=stored.position, ts_ns=stored.frame.ts_ns, event=event)
+        for stored in _drain(LogCursor(data_dir, starts))
+        if isinstance(event := stored.frame.event, ConsoleAccess)
+        and (not actor or actor in (event.identity.subject, event.identity.email))
+        and (not target or event.target == target)
+    ]
+
+
+def _entry(row: AccessRow) -> AuditEntry:
+    event = row.event
+    return AuditEntry(
+        ts_ns=row.ts_ns,
+        action=event.action,
+        identity=event.identity,
+        target=event.target,
+        query=event.query,
+        client_addr=event.client_addr,
+    )
 
 
 def _recent_starts(data_dir: Path, segments: int) -> dict[int, Position | None]:

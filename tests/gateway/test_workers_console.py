@@ -12,6 +12,7 @@ import msgspec
 from gateway.identity.apikeys import hash_api_key
 from gateway.mock_llm import MockLlm, MockLlmConfig
 from parsers.events import ConsoleAccess
+from storage.index import SqliteIndex, index_path
 from storage.reader import iter_frames
 from storage.series import SUPERVISOR_SERIES
 from tests.gateway.console.conftest import AUDITOR_KEY, DEVELOPER_KEY, METRICS_KEY, bearer
@@ -113,6 +114,12 @@ async def test_supervisor_serves_the_console_over_every_worker_and_records_each_
     assert f"wardgate_exchanges_total {REQUESTS}" in metrics.text
     assert "wardgate_workers_scraped 2" in metrics.text
     assert ready.status_code == 200, ready.text
+
+    # The supervisor's own follower indexed its series: the trail is in the index.
+    async with await SqliteIndex.open(index_path(data_dir), readonly=True) as index:
+        trail_rows = await index.console_accesses(limit=50, actor="alice-auditor")
+    assert [r.event.action for r in trail_rows] == ["verify", *actions]  # verify came after the trail call
+    assert {r.series for r in trail_rows} == {SUPERVISOR_SERIES}
 
     # Every audited call is on disk in the supervisor's own series, none in a worker's.
     looks = [

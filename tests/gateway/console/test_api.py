@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from storage.index import SqliteIndex, index_path
 from tests.gateway.console.conftest import DEVELOPER_KEY, METRICS_KEY, Console, bearer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -117,6 +118,19 @@ async def test_who_looked_at_what_is_answerable(console: Console) -> None:
     assert [e["action"] for e in newest] == ["audit", "audit"]  # the questions above, newest first
     assert newest[0]["ts_ns"] >= newest[1]["ts_ns"]
     assert (await console.get("/api/audit", limit="0")).status_code == 400
+    # The index follower indexes the accesses too: the trail is read from the index, plus what was
+    # recorded after the point it reached.
+    async with asyncio.timeout(20):
+        while True:
+            async with await SqliteIndex.open(index_path(console.data_dir), readonly=True) as index:
+                indexed = await index.console_accesses(limit=10, target="s-watched")
+            if indexed:
+                break
+            await asyncio.sleep(0.05)
+    assert [(r.event.action, r.event.identity.subject) for r in indexed] == [
+        ("view_session", "alice-auditor")
+    ]
+    assert indexed[0].ts_ns == entry["ts_ns"]
 
 
 async def test_nothing_is_shown_when_the_access_cannot_be_recorded(console: Console) -> None:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from benchmarks.callers import AuthKind, Callers, write_callers
 from benchmarks.certs import TlsFiles, write_tls_files
 from benchmarks.loadjob import raise_nofile_limit
-from benchmarks.procs import BenchError, Child, CpuPlan, JsonChannel, cpu_seconds, pin, spawn
+from benchmarks.procs import BenchError, Child, CpuPlan, JsonChannel, cpu_seconds, descendants, pin, spawn
 from benchmarks.scenarios import BENCH_BEARER, PACED_MS
 from benchmarks.upstream import UPSTREAMS
 from gateway.config import ConfigError, load, validate
@@ -52,6 +53,8 @@ class Target:
     http: str = "h1"  # or "h2": streams multiplexed on few connections
     bearer: str = BENCH_BEARER  # the credential every request carries
     expect: tuple[str, ...] = ()  # traits every recorded exchange must show ("tls", "h2", "api-key"...)
+    # Until Fleet.ready: reads the ports the starting process announces.
+    announced: Callable[[Child], dict[str, int]] | None = field(default=None, repr=False, compare=False)
 
     def cpu_s(self) -> float | None:
         if self.child is not None:
@@ -81,6 +84,19 @@ def count_recorded(data_dir: Path) -> tuple[Counter[str], Counter[str], int]:
             if event.identity.method != "none":
                 traits[event.identity.method] += 1
     return outcomes, traits, frames
+
+
+def _gateway_ports(child: Child) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    while len(ports) < len(UPSTREAMS):  # listeners print in config order; other lines are skipped
+        found = _LISTENING.search(child.line(60))
+        if found is not None:
+            ports[UPSTREAMS[len(ports)]] = int(found.group(1))
+    return ports
+
+
+def _relay_ports(child: Child) -> dict[str, int]:
+    return dict(zip(UPSTREAMS, map(int, json.loads(child.line(30))), strict=True))
 
 
 def _python(module: str, *args: str) -> list[str]:
@@ -199,6 +215,20 @@ class Fleet:
             raise BenchError(f"--against: nothing listening on {host}:{port}")
         return Target("against-tls" if tls else "against", host, ports, pids=pids, tls=tls, ca=ca)
 
+    def ready(self, targets: list[Target]) -> None:
+        """Wait until every started target listens, then pin it (and its children) to the target cores.
+
+        Processes start unpinned and side by side: starting one is mostly imports, which may use every
+        core. They are idle again before anything is measured.
+        """
+        for target in targets:
+            if target.announced is None or target.child is None:
+                continue
+            target.ports = target.announced(target.child)
+            target.announced = None
+            for pid in [target.child.pid, *descendants(target.child.pid)]:
+                pin(pid, self.cpus.target)
+
     def gateway(
         self,
         label: str,
@@ -208,11 +238,13 @@ class Fleet:
         tls: bool = False,
         http: str = "h1",
         auth: AuthKind | None = None,
+        wait: bool = True,
     ) -> Target:
         """A fresh ``wardgate serve`` process (new data dir) with one listener per upstream kind.
 
         ``tls``: TLS listeners (``--tls-cert/--tls-key``, and in the config for every listener) and
         https:// upstreams verified against the run's CA. ``auth``: callers must present that credential.
+        ``wait=False``: return while it starts; ``ready`` waits for it.
         """
         self._serial += 1
         data_dir = self.workdir / f"data-{self._serial:02d}-{label}"
@@ -253,19 +285,13 @@ class Fleet:
         )
         if tls:  # the flags set the first listener's files, as an operator would; the config has them all
             argv += ["--tls-cert", str(files.cert), "--tls-key", str(files.key)]
-        child = self._spawn(f"gateway-{self._serial:02d}-{label}", argv, self.cpus.target)
-        ports: dict[str, int] = {}
-        while len(ports) < len(UPSTREAMS):  # listeners print in config order; other lines are skipped
-            found = _LISTENING.search(child.line(60))
-            if found is not None:
-                ports[UPSTREAMS[len(ports)]] = int(found.group(1))
-        pin(child.pid, self.cpus.target)  # again: its threads exist now
+        child = self._spawn(f"gateway-{self._serial:02d}-{label}", argv, None)
         expect = (("tls",) if tls else ()) + (("h2",) if http == "h2" else ())
         expect += (_IDENTITY_METHOD[auth],) if auth else ()
-        return Target(
+        target = Target(
             label,
             "127.0.0.1",
-            ports,
+            {},
             child=child,
             data_dir=data_dir,
             tls=tls,
@@ -273,9 +299,13 @@ class Fleet:
             http=http,
             bearer=callers.bearer(auth) if auth and callers else BENCH_BEARER,
             expect=expect,
+            announced=_gateway_ports,
         )
+        if wait:
+            self.ready([target])
+        return target
 
-    def relay(self, label: str, *, tls: bool = False) -> Target:
+    def relay(self, label: str, *, tls: bool = False, wait: bool = True) -> Target:
         """A fresh byte relay (the floor) with one listener per upstream kind; ``tls``: TLS on both sides."""
         self._serial += 1
         mock = self.mock_tls_ports if tls else self.mock_ports
@@ -290,20 +320,18 @@ class Fleet:
                 "--upstream-ca",
                 str(files.ca),
             ]
-        child = self._spawn(f"relay-{self._serial:02d}-{label}", argv, self.cpus.target)
-        ports = json.loads(child.line(30))
+        child = self._spawn(f"relay-{self._serial:02d}-{label}", argv, None)
         ca = str(self.tls.ca) if tls else None
-        return Target(
-            label,
-            "127.0.0.1",
-            dict(zip(UPSTREAMS, map(int, ports), strict=True)),
-            child=child,
-            tls=tls,
-            ca=ca,
-        )
+        target = Target(label, "127.0.0.1", {}, child=child, tls=tls, ca=ca, announced=_relay_ports)
+        if wait:
+            self.ready([target])
+        return target
 
     def stop(self, targets: list[Target], proof: dict[str, dict[str, Any]], failures: list[str]) -> None:
         """Stop the targets' processes; add what each gateway recorded to ``proof``, then drop its data."""
+        for target in targets:
+            if target.child is not None:
+                target.child.terminate()  # they drain side by side
         for target in targets:
             if target.child is None:
                 continue
@@ -335,6 +363,8 @@ class Fleet:
                 self._loadgen.stdin.flush()
             except OSError:
                 pass  # it is gone already; stop() below reaps it
+        for child in self._children:
+            child.terminate()
         for child in reversed(self._children):
             child.stop(timeout_s=10)
         self._children.clear()

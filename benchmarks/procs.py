@@ -205,6 +205,7 @@ class Child:
     proc: subprocess.Popen[bytes]
     log_path: Path
     reader: LineReader = field(init=False)
+    terminated: bool = field(default=False, init=False)  # SIGTERM sent: it is draining
 
     def __post_init__(self) -> None:
         self.reader = LineReader(self.name, self.proc)
@@ -255,10 +256,16 @@ class Child:
         if self.proc.poll() is not None:
             raise BenchError(f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}")
 
-    def stop(self, timeout_s: float = 60.0) -> int:
-        """SIGTERM, wait; SIGKILL after ``timeout_s``. Returns the exit code."""
-        if self.proc.poll() is None:
+    def terminate(self) -> None:
+        """SIGTERM, once: several children drain at the same time, then ``stop`` waits for each."""
+        if self.proc.poll() is None and not self.terminated:
             self.proc.send_signal(signal.SIGTERM)
+            self.terminated = True
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM (unless ``terminate`` sent it), wait; SIGKILL after ``timeout_s``; the exit code."""
+        if self.proc.poll() is None:
+            self.terminate()
             try:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:

@@ -100,37 +100,42 @@ class Run:
         mode = self.options.durability if self.options.durability != "off" else "batched"
         if scenario.h2_connections:
             # No direct column: the mock speaks HTTP/1.1 only (see H2_NOTE).
-            return [fleet.gateway("wardgate-h1", mode), fleet.gateway("wardgate-h2", mode, http="h2")]
+            return [
+                fleet.gateway("wardgate-h1", mode, wait=False),
+                fleet.gateway("wardgate-h2", mode, http="h2", wait=False),
+            ]
         if scenario.auth:
             return [
                 fleet.direct(),
-                fleet.gateway("wardgate", mode),
-                fleet.gateway("apikey", mode, auth="apikey"),
-                fleet.gateway("oidc", mode, auth="oidc"),
+                fleet.gateway("wardgate", mode, wait=False),
+                fleet.gateway("apikey", mode, auth="apikey", wait=False),
+                fleet.gateway("oidc", mode, auth="oidc", wait=False),
             ]
         if scenario.tls:
             targets = [
                 fleet.direct(tls=True),
-                fleet.relay("floor-tls", tls=True),
-                fleet.gateway("wardgate-tls", mode, tls=True),
-                fleet.gateway("wardgate", mode),
+                fleet.relay("floor-tls", tls=True, wait=False),
+                fleet.gateway("wardgate-tls", mode, tls=True, wait=False),
+                fleet.gateway("wardgate", mode, wait=False),
             ]
             if self.against is not None and self.against.tls and scenario.upstream in self.against.ports:
                 targets.append(self.against)
             return targets
         if scenario.durability:
-            off = fleet.relay("off")  # no recording-off mode yet: the byte relay stands in
+            off = fleet.relay("off", wait=False)  # no recording-off mode yet: the byte relay stands in
             return [
                 fleet.direct(),
                 off,
-                fleet.gateway("batched", "batched"),
-                fleet.gateway("strict", "strict"),
+                fleet.gateway("batched", "batched", wait=False),
+                fleet.gateway("strict", "strict", wait=False),
             ]
-        floor = fleet.relay("floor")
+        floor = fleet.relay("floor", wait=False)
         if self.options.durability == "off":
-            gateway = fleet.relay("wardgate")
+            gateway = fleet.relay("wardgate", wait=False)
         else:
-            gateway = fleet.gateway("wardgate", self.options.durability, workers=self.options.workers)
+            gateway = fleet.gateway(
+                "wardgate", self.options.durability, workers=self.options.workers, wait=False
+            )
         targets = [floor, gateway]
         if scenario.kind != "hold":
             targets.insert(0, fleet.direct())  # idle streams measure the processes' memory: direct has none
@@ -292,6 +297,7 @@ class Run:
             targets = self._start_targets(scenario)
             columns = [t.name for t in targets]
             try:
+                self.fleet.ready(targets)  # they started side by side
                 for target in targets:
                     self.progress.status(f"[{index}/{total}] {scenario.name}  warm-up {target.name}")
                     self.warmup(target, scenario)

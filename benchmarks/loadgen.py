@@ -273,8 +273,11 @@ def _mean(values: list[float]) -> float:
 class Worker:
     """Executes commands; ``emit`` writes one JSON line to the orchestrator."""
 
-    def __init__(self, emit: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self, emit: Callable[[dict[str, Any]], None], commands: asyncio.StreamReader | None = None
+    ) -> None:
         self.emit = emit
+        self.commands = commands  # where a "go" comes from, after a "connected" (``"connect_first"``)
         self._contexts: dict[tuple[str | None, str], ssl.SSLContext] = {}
 
     def dial(self, cmd: dict[str, Any]) -> Dial:
@@ -314,6 +317,8 @@ class Worker:
         else:
             made = await _connect_all(job, dial, concurrency, lambda i: Client(job))
             clients = [c for c in made if isinstance(c, Client)]
+        if cmd.get("connect_first"):
+            await self._connected(len(clients))
         started = time.perf_counter()
         duration = cmd.get("duration_s")
         job.deadline = None if duration is None else started + float(duration)
@@ -324,6 +329,16 @@ class Worker:
             await job.all_done
             progress.cancel()
         return _summary(job, op_started, started, cpu0)
+
+    async def _connected(self, connections: int) -> None:
+        """Say every connection is up (handshakes done), then wait for "go": the orchestrator reads the
+        target's CPU in between, so connection setup and steady traffic are measured apart."""
+        self.emit({"connected": {"connections": connections}})
+        if self.commands is None:
+            return
+        line = await self.commands.readline()
+        if msgspec.json.decode(line or b"{}", type=dict[str, Any]).get("op") != "go":
+            raise RuntimeError(f"expected a go after connected, got {line!r}")
 
     async def hold(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """Open ``streams`` streams at once; say "ready" when every one has its first event, then wait."""
@@ -345,7 +360,7 @@ class Worker:
 
 
 async def serve(stdin: asyncio.StreamReader, emit: Callable[[dict[str, Any]], None]) -> None:
-    worker = Worker(emit)
+    worker = Worker(emit, stdin)
     decoder = msgspec.json.Decoder(dict[str, Any])
     while line := await stdin.readline():
         cmd = decoder.decode(line)

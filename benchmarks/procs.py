@@ -328,6 +328,11 @@ class JsonChannel:
             raise BenchError(f"{self.child.name}: {message['error']}")
         return message
 
+    def send(self, command: dict[str, Any]) -> None:
+        """One command, no answer awaited (a "go" while a request is under way)."""
+        self.stdin.write(json.dumps(command).encode() + b"\n")
+        self.stdin.flush()
+
     def request(
         self,
         command: dict[str, Any],
@@ -340,8 +345,7 @@ class JsonChannel:
         Raises:
             BenchError: the child exited, went silent for ``timeout_s``, or reported an error.
         """
-        self.stdin.write(json.dumps(command).encode() + b"\n")
-        self.stdin.flush()
+        self.send(command)
         while True:
             message = self.receive(timeout_s)
             if "result" in message:

@@ -62,6 +62,8 @@ EXCHANGE_METRICS = [
     Metric("latency_p99_ms", "latency p99 ms", _ms, "added"),
     Metric("cpu_us_per_exchange", "CPU µs/exchange", _us, "floor"),
     Metric("relay_cpu_us_per_exchange", "  without indexer", _us, "floor"),
+    Metric("steady_cpu_us_per_exchange", "  once connected", _us, "floor"),
+    Metric("setup_cpu_us_per_connection", "CPU µs/connection opened", _us, "floor"),
     Metric("loadgen_cpu_pct", "generator CPU", _pct, ""),
     Metric("other_cpu_pct", "other processes CPU", _pct, ""),
 ]
@@ -75,7 +77,9 @@ STREAM_METRICS = [
     Metric("latency_p50_ms", "stream p50 ms", _ms, "added"),
     Metric("cpu_us_per_chunk", "CPU µs/chunk", _us, "floor"),
     Metric("relay_cpu_us_per_chunk", "  without indexer", _us, "floor"),
+    Metric("steady_cpu_us_per_chunk", "  once connected", _us, "floor"),
     Metric("cpu_us_per_exchange", "CPU µs/stream", _us, "floor"),
+    Metric("setup_cpu_us_per_connection", "CPU µs/connection opened", _us, "floor"),
     Metric("loadgen_cpu_pct", "generator CPU", _pct, ""),
     Metric("other_cpu_pct", "other processes CPU", _pct, ""),
 ]
@@ -124,7 +128,7 @@ def _compare(metric: Metric, med: dict[str, dict[str, float]], subject: str, bas
         ref = med.get(floor, {}).get(metric.key)
         if ref is None:
             return ""
-        unit = " µs" if "µs" in metric.label or metric.key.startswith("relay_cpu_us") else ""
+        unit = " µs" if "µs" in metric.label or "cpu_us" in metric.key else ""
         return f"{floor} {value - ref:+.1f}{unit}".replace(" +", " + ").replace(" -", " - ")
     return ""
 

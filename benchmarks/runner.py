@@ -210,11 +210,14 @@ class Run:
         target.sent += result["completed"]
         if result["errors"]:
             self.failures.append(f"{scenario.name} warm-up via {target.name}: {result['error_samples']}")
+        if target.child is not None:
+            wait_quiet(target.child)  # its deferred work (indexing) must not count against the first round
 
     def measure(self, target: Target, scenario: Scenario, tokens: int, label: str) -> dict[str, float]:
         child = target.child
         memory: dict[str, float] = {}
         samples: list[tuple[int, int]] = []
+        connected: dict[str, float] = {}
         if child is not None:
             memory["rss_before_kib"] = child.memory_kib()["VmRSS"]
             memory["peak_reset"] = float(reset_peak_rss(child.pid))
@@ -231,6 +234,13 @@ class Run:
                 memory["ramp_s"] = ready["ramp_s"]
                 if child is not None:
                     memory["rss_ready_kib"] = child.memory_kib()["VmRSS"]
+            elif "connected" in message:
+                # Every connection is up: the CPU so far is connection setup (TLS handshakes).
+                if child is not None:
+                    connected["cpu_s"], _ = wait_quiet(child)
+                    connected["indexer_s"] = child.indexer_cpu_s()
+                connected["connections"] = message["connected"]["connections"]
+                self.fleet.loadgen.send({"op": "go"})
 
         if scenario.kind == "hold":
             cmd: dict[str, Any] = {
@@ -248,6 +258,7 @@ class Run:
                 duration_s=scenario.duration_s,
                 requests=scenario.requests,
             )
+            cmd["connect_first"] = scenario.tls
         timeout_s = 900.0 if scenario.body_bytes else 120.0 + (scenario.duration_s or 0)
         cpu0 = target.cpu_s()
         indexer0 = child.indexer_cpu_s() if child is not None else 0.0
@@ -275,6 +286,12 @@ class Run:
                 indexer_s = max(0.0, child.indexer_cpu_s() - indexer0)
                 relay = _cpu_figures(cpu1 - cpu0 - indexer_s, result, scenario)
                 row.update({f"relay_{k}": v for k, v in relay.items() if k.startswith("cpu_us")})
+            if "cpu_s" in connected:
+                # Without the index follower: it may still be indexing the warm-up, and opens no connection.
+                setup_s = connected["cpu_s"] - cpu0 - max(0.0, connected.get("indexer_s", 0.0) - indexer0)
+                row["setup_cpu_us_per_connection"] = setup_s / max(1.0, connected["connections"]) * 1e6
+                steady = _cpu_figures(cpu1 - connected["cpu_s"], result, scenario)
+                row.update({f"steady_{k}": v for k, v in steady.items() if k.startswith("cpu_us")})
         if child is not None:
             row.update(_memory_figures(memory, samples, child.memory_kib(), result, scenario))
         return row

@@ -6,6 +6,7 @@ and identity layer; no timing is asserted.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,35 @@ async def test_callers_pass_the_gateways_own_identity_layer(
     other: AuthKind = "apikey" if kind == "oidc" else "oidc"
     with pytest.raises(Refused):
         await access.authenticate(head(callers.bearer(other)), "")
+
+
+async def test_connect_first_waits_for_go_between_setup_and_traffic() -> None:
+    """With ``connect_first`` the generator says every connection is up and sends nothing until "go"."""
+    messages: list[dict[str, Any]] = []
+    said = asyncio.Event()
+
+    def emit(message: dict[str, Any]) -> None:
+        messages.append(message)
+        said.set()
+
+    commands = asyncio.StreamReader()
+    async with MockLlm(MockLlmConfig(tokens=4)) as mock:
+        request = chat_request(f"127.0.0.1:{mock.port}", stream=False, max_tokens=4, prompt_text="hi")
+        cmd = {
+            "host": "127.0.0.1",
+            "port": mock.port,
+            "request": base64.b64encode(request).decode(),
+            "concurrency": 2,
+            "duration_s": None,
+            "max_requests": 4,
+            "connect_first": True,
+        }
+        async with asyncio.TaskGroup() as tasks:
+            run = tasks.create_task(Worker(emit, commands).run(cmd), name="run")
+            async with asyncio.timeout(10):
+                await said.wait()
+            assert messages == [{"connected": {"connections": 2}}]
+            assert mock.requests == 0  # connected, and not one request sent before the go
+            commands.feed_data(b'{"op": "go"}\n')
+        assert run.result()["completed"] == 4
+    assert mock.requests == 4

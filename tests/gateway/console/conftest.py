@@ -27,6 +27,7 @@ DEVELOPER_KEY = new_api_key()
 METRICS_KEY = new_api_key()
 APPROVER_KEY = new_api_key()
 DBA_KEY = new_api_key()
+AGENT_KEY = new_api_key()
 # The same [[auth.api_keys]] serve the data plane and the admin listener.
 AUTH = AuthConfig(
     api_keys=[
@@ -35,11 +36,17 @@ AUTH = AuthConfig(
         ApiKeyConfig(name="prometheus", hash=hash_api_key(METRICS_KEY), groups=["metrics"]),
         ApiKeyConfig(name="erin-approver", hash=hash_api_key(APPROVER_KEY), groups=["approvers"]),
         ApiKeyConfig(name="dana-dba", hash=hash_api_key(DBA_KEY), groups=["dba"]),
+        ApiKeyConfig(name="andy-agent", hash=hash_api_key(AGENT_KEY), groups=["developers", "agents"]),
     ]
 )
-# A rule whose own approver group is not among admin.approver_groups: its members decide its holds only.
-DBA_DECIDES_SQL = ApprovalsConfig(
-    rules=[ApprovalRuleConfig(name="sql-drops", tool="sql", approver_groups=["dba"])]
+# The agent's shell calls are held (only the agents group's: everyone else's traffic is not guarded), and a
+# rule whose own approver group is not among admin.approver_groups: its members decide its holds only.
+APPROVALS = ApprovalsConfig(
+    keepalive_s=0.5,
+    rules=[
+        ApprovalRuleConfig(name="agent-shell", tool="shell", arguments="rm -rf", groups=["agents"]),
+        ApprovalRuleConfig(name="sql-drops", tool="sql", approver_groups=["dba"], groups=["agents"]),
+    ],
 )
 DEVELOPERS_MAY_CHAT = PolicyConfig(
     rules=[PolicyRule(name="developers", effect="allow", groups=["developers"])]
@@ -105,7 +112,7 @@ async def console(tmp_path_factory: pytest.TempPathFactory, mock_llm: MockLlm) -
         admin=AdminConfig(listen="127.0.0.1:0"),
         auth=AUTH,
         policy=DEVELOPERS_MAY_CHAT,
-        approvals=DBA_DECIDES_SQL,
+        approvals=APPROVALS,
     )
     async with asyncio.timeout(600), running(config) as gw:
         assert gw.admin_address is not None

@@ -14,8 +14,9 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import openai
 import pytest
 import pytest_asyncio
 from selenium import webdriver
@@ -27,10 +28,10 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from gateway.approvals.registry import APPROVED
 from gateway.mock_llm import MockLlm, MockLlmConfig
-from tests.gateway.console.conftest import APPROVER_KEY, AUDITOR_KEY, Console
-from tests.gateway.holding import holding, make_hold
+from parsers.events import ApprovalDecided
+from storage.reader import iter_frames
+from tests.gateway.console.conftest import AGENT_KEY, APPROVER_KEY, AUDITOR_KEY, Console
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -205,10 +206,52 @@ def log_in_as(driver: WebDriver, base: str, key: str, who: str) -> None:
     WebDriverWait(driver, WAIT_S).until(lambda d: who in d.find_element(By.ID, "whoami").text)
 
 
+SHELL: Any = {
+    "type": "function",
+    "function": {
+        "name": "shell",
+        "parameters": {
+            "type": "object",
+            "properties": {"command": {"type": "string", "enum": ["rm -rf dist/"]}},
+        },
+    },
+}
+
+
+async def agent_request(console: Console) -> tuple[str, str]:
+    """The agent's streamed chat, held until someone decides; returns (tool call, finish reason)."""
+    llm = openai.AsyncOpenAI(
+        base_url=f"{str(console.proxy.base_url).rstrip('/')}/v1",
+        api_key=AGENT_KEY,
+        max_retries=0,
+        timeout=60,
+        default_headers={"X-Wardgate-Session": "s-agent"},
+    )
+    called, finish = "", ""
+    async with llm:
+        stream = await llm.chat.completions.create(
+            model="mock-gpt",
+            messages=[{"role": "user", "content": "tidy up " + XSS + ", call a tool"}],
+            tools=[SHELL],
+            stream=True,
+        )
+        async for chunk in stream:
+            for choice in chunk.choices:
+                for call in choice.delta.tool_calls or []:
+                    if call.function is not None:
+                        called += (call.function.name or "") + (call.function.arguments or "")
+                finish = choice.finish_reason or finish
+    return called, finish
+
+
 async def test_approve_a_held_tool_call(console: Console, browser: WebDriver) -> None:
     base = str(console.admin.base_url).rstrip("/")
-    async with holding(console.gateway.holds) as held:
-        hold = await held.hold(make_hold(context="tidy up " + XSS))
+    async with asyncio.TaskGroup() as tasks:
+        agent = tasks.create_task(agent_request(console))
+        async with asyncio.timeout(20):
+            while not (pending := console.gateway.holds.pending()):  # noqa: ASYNC110 - nothing to wait on
+                await asyncio.sleep(0.05)
+        [hold] = pending
         # An approver (not an auditor) lands on the approvals queue.
         await in_thread(lambda: log_in_as(browser, base, APPROVER_KEY, "erin-approver"))
 
@@ -220,10 +263,11 @@ async def test_approve_a_held_tool_call(console: Console, browser: WebDriver) ->
 
         text, url, scripts, images = await in_thread(the_card)
         assert url.endswith("#/approvals")
-        assert "tidy up " + XSS in text  # the conversation, as text
-        assert 'shell({"command": "rm -rf /var/lib/postgres"})' in text
-        assert "dave-developer via api-key · groups developers" in text
+        assert "tidy up " + XSS + ", call a tool" in text  # the conversation, as text
+        assert 'shell({"command":"rm -rf dist/"})' in text
+        assert "andy-agent via api-key · groups developers, agents" in text
         assert (scripts, images, browser.title) == (0, 0, "wardgate console")
+        assert not agent.done()  # the agent waits
         await in_thread(lambda: screenshot(browser, "console-approvals.png"))
 
         def approve() -> str:
@@ -234,12 +278,16 @@ async def test_approve_a_held_tool_call(console: Console, browser: WebDriver) ->
             return status.text
 
         assert await in_thread(approve) == "Approved: the agent receives this call."
-        decision = await held.decision(hold)
-        assert (decision.verdict, decision.approver.subject, decision.comment) == (
-            APPROVED,
-            "erin-approver",
-            "read it, fine",
-        )
+        # The agent's request completes with the call it was held for.
+        assert await asyncio.wait_for(agent, timeout=20) == ('shell{"command":"rm -rf dist/"}', "tool_calls")
     frame = console.audit_frames()[-1]
     assert (frame.action, frame.target, frame.identity.subject) == ("approve", hold.hold_id, "erin-approver")
+    decided = [
+        s.frame.event
+        for s in iter_frames(console.data_dir)
+        if isinstance(s.frame.event, ApprovalDecided) and s.frame.event.hold_id == hold.hold_id
+    ]
+    assert [(d.verdict, d.approver.subject, d.comment) for d in decided] == [
+        ("approved", "erin-approver", "read it, fine")
+    ]
     await in_thread(lambda: log_in_as(browser, base, AUDITOR_KEY, "alice-auditor"))

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
+from gateway.approvals.guard import ResponseGuard, Uninspectable, identity_encoding
 from gateway.forwarding import client_response_head, error_response, first, upstream_request_head
 from gateway.h2_heads import h1_request_head, h2_response_head
 from gateway.identity.access import Refused
@@ -84,6 +85,7 @@ class StreamExchange:
         self.opened = False  # its start is recorded
         self.identity: Identity = conn.identity  # the identity layer's verdict for this stream's request
         self.upstream: UpstreamConnection | None = None
+        self.request_body: bytearray | None = None  # kept only when the response is guarded
         self._window = asyncio.Event()
         self._bad_session = ""
 
@@ -157,6 +159,9 @@ class StreamExchange:
             except Refused as exc:
                 refused = exc
         self._open()
+        guard = self.conn.ctx.guard
+        if guard is not None and refused is None and guard.applies(self.identity, self.head.method):
+            self.request_body = bytearray()
         try:
             if refused is not None:
                 raise refused
@@ -215,6 +220,8 @@ class StreamExchange:
             prefix=ctx.upstream_prefix,
             proto=b"https" if conn.tls else b"http",
         )
+        if self.request_body is not None:
+            forwarded = recorded = identity_encoding(forwarded)
         if ctx.access is not None:
             forwarded, recorded = ctx.access.outbound(forwarded)
         masking = upstream_rules(ctx.masking, self.identity)
@@ -293,6 +300,8 @@ class StreamExchange:
                 self.request_bytes += size
                 if self.request_bytes > limit:
                     raise _Refusal(413, "body_too_large", f"request body exceeds {limit} bytes")
+                if self.request_body is not None and isinstance(event, BodyChunk):
+                    self.request_body += event.data
             self._emit(Direction.FROM_CLIENT, event)
             if upstream is None:
                 held.append(event)
@@ -317,7 +326,10 @@ class StreamExchange:
                 events = await self._timed(upstream.receive, deadline)
             except OSError as exc:
                 self._upstream_failed(502, "upstream_aborted", f"upstream connection failed: {exc}")
-            for event in events:
+            for i, event in enumerate(events):
+                if isinstance(event, ResponseHead) and event.status >= 200 and self.request_body is not None:
+                    await self._guarded_response(upstream, event, deadline, events[i + 1 :])
+                    return
                 if await self._relay(event, upstream):
                     return
                 if self.response_started and upstream.http.body_framing is not None:
@@ -366,6 +378,90 @@ class StreamExchange:
             if not data:
                 error = upstream.http.feed_body_eof()
                 self._upstream_failed(502, "upstream_aborted", f"the upstream closed mid-response: {error}")
+
+    # --- a guarded response: tool calls held for approval, client-scope masking --------------------
+
+    async def _guarded_response(
+        self, upstream: UpstreamConnection, head: ResponseHead, deadline: float, events: list[Event]
+    ) -> None:
+        """The response through a ``ResponseGuard`` (never the raw relay); what the client got is recorded."""
+        settings = self.conn.ctx.guard
+        if settings is None or self.request_body is None:
+            raise RuntimeError("h2: a guarded response without a guard")
+        self._emit(Direction.FROM_UPSTREAM, head)
+        self.status = head.status
+        guard = ResponseGuard(
+            settings,
+            identity=self.identity,
+            exchange_id=self.id,
+            session_id=self.session_id,
+            request_body=bytes(self.request_body),
+            record=lambda event: self._emit(Direction.TO_CLIENT, event),
+            stream_id=self.stream_id,
+        )
+        sink = _StreamSink(self)
+        try:
+            out = guard.start(client_response_head(head, session_id=self.session_id, exchange_id=self.id))
+            if out is not None:
+                sink.head(out)
+            async for data in self._upstream_body(upstream, deadline, events):
+                await guard.feed(data, sink)
+            await guard.finish(sink)
+        except Uninspectable as exc:
+            self._upstream_failed(502, "upstream_uninspectable", str(exc))
+        end = MessageEnd(stream_id=self.stream_id)
+        self._emit(Direction.TO_CLIENT, end)
+        self._send(end)
+        self.conn.ctx.pool.release(upstream, reusable=True)
+        self.upstream = None
+        await self._wait_for_window(until_done=True)
+
+    async def _upstream_body(
+        self, upstream: UpstreamConnection, deadline: float, events: list[Event]
+    ) -> AsyncIterator[bytes]:
+        """The response body's pieces as they arrive (each recorded ``from_upstream``)."""
+        if upstream.http.body_framing is not None:
+            data = b""  # first: what arrived with the head
+            while True:
+                try:
+                    body = upstream.http.feed_body(data)
+                except ParseError as exc:
+                    self._upstream_failed(502, "upstream_protocol_error", str(exc))
+                if body.data:
+                    self._emit(Direction.FROM_UPSTREAM, BodyChunk(data=body.data))
+                    self.response_bytes += len(body.data)
+                    yield body.data
+                if body.done:
+                    self._emit(Direction.FROM_UPSTREAM, MessageEnd(trailers=body.trailers))
+                    return
+                try:
+                    data = await self._timed(upstream.read, deadline)
+                except OSError as exc:
+                    self._upstream_failed(502, "upstream_aborted", f"upstream connection failed: {exc}")
+                if not data:
+                    error = upstream.http.feed_body_eof()
+                    self._upstream_failed(
+                        502, "upstream_aborted", f"the upstream closed mid-response: {error}"
+                    )
+        while True:
+            for event in events:
+                match event:
+                    case BodyChunk():
+                        self._emit(Direction.FROM_UPSTREAM, event)
+                        self.response_bytes += len(event.data)
+                        yield event.data
+                    case MessageEnd():
+                        self._emit(Direction.FROM_UPSTREAM, event)
+                        return
+                    case ParseFailed():
+                        self._upstream_failed(502, "upstream_protocol_error", event.error)
+                    case _:
+                        message = "the upstream closed the connection mid-response"
+                        self._upstream_failed(502, "upstream_aborted", message)
+            try:
+                events = await self._timed(upstream.receive, deadline)
+            except OSError as exc:
+                self._upstream_failed(502, "upstream_aborted", f"upstream connection failed: {exc}")
 
     async def _relay(self, event: Event, upstream: UpstreamConnection) -> bool:
         """Pass one upstream event to the client. True once the response is complete."""
@@ -530,6 +626,32 @@ class StreamExchange:
 
     def _emit(self, direction: Direction, event: Event) -> None:
         self.conn.emit(direction, event, self.id)
+
+
+class _StreamSink:
+    """A guarded response's way to the HTTP/2 client: DATA frames within the stream's window, recorded."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: StreamExchange) -> None:
+        self._stream = stream
+
+    def head(self, head: ResponseHead) -> None:
+        stream = self._stream
+        out = h2_response_head(head, stream.stream_id)
+        stream._emit(Direction.TO_CLIENT, out)
+        stream._send(out)
+        stream.response_started = True
+
+    async def send(self, data: bytes) -> None:
+        if not data:
+            return
+        stream = self._stream
+        chunk = BodyChunk(stream_id=stream.stream_id, data=data)
+        stream._emit(Direction.TO_CLIENT, chunk)
+        stream._send(chunk)
+        await stream._wait_for_window()
+        await stream.conn.keep_pace()
 
 
 __all__ = ["STREAM_HIGH_WATER", "StreamAborted", "StreamExchange"]

@@ -13,9 +13,9 @@ from typing import TextIO
 
 import msgspec
 
-from parsers.events import BodyChunk, Direction, MaskingApplied
+from parsers.events import ApprovalDecided, ApprovalRequested, BodyChunk, Direction, MaskingApplied
 from parsers.openai import ChatMessage, OpenAIExchange
-from storage.assemble import ExchangeRecord
+from storage.assemble import OPEN, ExchangeRecord
 from storage.codec import Frame
 
 _GENERATED_ID = re.compile(r"^[a-z]_[0-9a-hjkmnp-tv-z]{26}$")
@@ -186,6 +186,8 @@ def render_exchange(
         print(f"[assistant] {text(record.response_text, keep_newlines=True)}", file=out)
     for call in record.tool_calls:
         print(f"[tool call] {text(call.name)}({text(call.arguments)})  id {text(call.id)}", file=out)
+    for line in approval_lines(record, frames):
+        print(text(line), file=out)
     details = []
     if record.finish_reason:
         details.append(f"finish {text(record.finish_reason)}")
@@ -205,6 +207,28 @@ def upstream_masking(frames: list[Frame]) -> str:
         for frame in frames
         if isinstance(event := frame.event, MaskingApplied) and event.scope == "upstream"
     )
+
+
+def approval_lines(record: ExchangeRecord, frames: list[Frame]) -> list[str]:
+    """One line per held tool call: who had to decide, and what became of it."""
+    requested: dict[str, ApprovalRequested] = {}
+    decided: dict[str, ApprovalDecided] = {}
+    for frame in frames:
+        if isinstance(frame.event, ApprovalRequested):
+            requested[frame.event.hold_id] = frame.event
+        elif isinstance(frame.event, ApprovalDecided):
+            decided[frame.event.hold_id] = frame.event
+    lines = []
+    for hold_id, held in requested.items():
+        what = f"[approval] {held.tool_name} (call {held.call_id}) held by rule {held.rule}, hold {hold_id}: "
+        decision = decided.get(hold_id)
+        if decision is None:
+            lines.append(what + ("pending" if record.outcome == OPEN else "undecided (gateway stopped)"))
+            continue
+        by = f" by {decision.approver.subject}" if decision.verdict in ("approved", "denied") else ""
+        note = decision.comment or decision.reason
+        lines.append(what + decision.verdict + by + (f": {note}" if note else ""))
+    return lines
 
 
 def retype_answer(frames: list[Frame], out: TextIO, *, speed: float, sleep: Sleep) -> bool:
@@ -240,6 +264,7 @@ __all__ = [
     "MAX_REPLAY_PAUSE_S",
     "ReplayedExchange",
     "Sleep",
+    "approval_lines",
     "exchange_cells",
     "exchange_line",
     "exchange_summary",

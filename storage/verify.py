@@ -14,7 +14,14 @@ from pathlib import Path
 
 import msgspec
 
-from parsers.events import Checkpoint, Recovered, Retention
+from parsers.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Checkpoint,
+    GatewayStarted,
+    Recovered,
+    Retention,
+)
 from storage._anchors import read_opening
 from storage._format import HEADER_BYTES, ZERO_CHAIN, Position, SegmentHeader, SegmentScan, list_segments
 from storage._format import segment_path as _segment_path
@@ -73,6 +80,10 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     series: int = 0  # which segment series (gateway worker) this report is about
 
 
+def _hold_name(held: ApprovalRequested) -> str:
+    return f"hold {held.hold_id} (tool {held.tool_name!r}, rule {held.rule!r}, call {held.call_id})"
+
+
 def verify(data_dir: Path, *, public_key: PublicKey | None = None, series: int = 0) -> VerifyReport:
     """Check one series of the log; stops at the first error and reports where it is.
 
@@ -113,6 +124,7 @@ class _Verifier:
         self.pending_removed: set[int] = set()
         self.removed: set[int] = set()
         self.notes: list[VerifyProblem] = []
+        self.open_holds: dict[str, tuple[Position, ApprovalRequested]] = {}  # held tool calls not yet decided
         self.previous_anchor = "the start of the log"
         self._file_matches = 0
 
@@ -131,6 +143,9 @@ class _Verifier:
             error = self._unremoved_gap(error) or error
         if error is None and file is not None:
             error = self._check_file(file)
+        for at, held in self.open_holds.values():
+            reason = f"{_hold_name(held)} has no decision yet (pending, or the gateway stopped since)"
+            self.notes.append(VerifyProblem(segment=at.segment, offset=at.offset, reason=reason))
         if self.key is None:
             self.notes.append(VerifyProblem(segment=CHECKPOINT_FILE_SEGMENT, offset=0, reason=NO_KEY_NOTE))
         return VerifyReport(
@@ -251,6 +266,16 @@ class _Verifier:
                 f"{event.bytes_cut} bytes cut ({event.reason})"
             )
             self.notes.append(VerifyProblem(segment=number, offset=offset, reason=reason))
+        elif isinstance(event, ApprovalRequested):
+            self.open_holds[event.hold_id] = (Position(number, offset), event)
+        elif isinstance(event, ApprovalDecided):
+            self.open_holds.pop(event.hold_id, None)
+        elif isinstance(event, GatewayStarted):
+            # A new process: a hold its predecessor left open was never answered (a crash loses holds).
+            for at, held in self.open_holds.values():
+                reason = f"{_hold_name(held)} undecided (gateway stopped): its request was never answered"
+                self.notes.append(VerifyProblem(segment=at.segment, offset=at.offset, reason=reason))
+            self.open_holds.clear()
         self.frames += 1
         self.seen += 1
 

@@ -22,9 +22,10 @@ from parsers.events import (
     SseMessage,
 )
 from parsers.openai import OpenAIExchange
-from storage.assemble import ExchangeRecord
+from storage.assemble import OPEN, ExchangeRecord
 from storage.codec import Frame
 
+UNDECIDED = "undecided (gateway stopped)"
 MAX_BODY_CHARS = 256 * 1024  # per message body in a detail answer; the export and the log keep it all
 DIRECTION_NAMES = {
     Direction.FROM_CLIENT: "from_client",
@@ -104,6 +105,7 @@ def exchange_detail(record: ExchangeRecord, frames: list[Frame]) -> ExchangeDeta
                         fields=_fields(event),
                     )
                 )
+    _mark_undecided(events, record)
     body_frames = pieces[Direction.TO_CLIENT] or pieces[Direction.FROM_UPSTREAM]
     chunks = [
         Chunk(
@@ -123,6 +125,14 @@ def exchange_detail(record: ExchangeRecord, frames: list[Frame]) -> ExchangeDeta
         chunks=chunks,
         events=events,
     )
+
+
+def _mark_undecided(events: list[ExchangeEvent], record: ExchangeRecord) -> None:
+    """A held tool call with no decision: still pending, or its gateway stopped (a crash loses holds)."""
+    decided = {e.fields.get("hold_id") for e in events if e.type == "approvaldecided"}
+    for event in events:
+        if event.type == "approvalrequested" and event.fields.get("hold_id") not in decided:
+            event.fields["decision"] = "pending" if record.outcome == OPEN else UNDECIDED
 
 
 def _body(frame: Frame) -> bytes:

@@ -20,7 +20,7 @@ from gateway.approvals import ApprovalRuleConfig, ApprovalsConfig, PendingHold
 from gateway.config import AdminConfig, Config
 from gateway.mock_llm import MockLlm, MockLlmConfig
 from gateway.server import Gateway, running
-from parsers.events import ApprovalDecided, ApprovalRequested, BodyChunk, Direction, Identity
+from parsers.events import ApprovalDecided, ApprovalRequested, BodyChunk, Direction, ExchangeStarted, Identity
 from storage.reader import iter_frames
 from tests.gateway.conftest import make_config
 
@@ -264,3 +264,38 @@ async def test_shutdown_fails_the_hold_with_a_readable_denial(slow_mock: MockLlm
     assert "the gateway is shutting down" in got.content
     decided = [e for e in approval_frames(data_dir, got.exchange_id) if isinstance(e, ApprovalDecided)]
     assert [e.verdict for e in decided] == ["failed"]
+
+
+@pytest.mark.parametrize("approve", [True, False])
+async def test_http2_stream_is_held_and_decided(slow_mock: MockLlm, data_dir: Path, approve: bool) -> None:
+    got = Streamed()
+    async with (
+        running(approvals_config(data_dir, slow_mock.port)) as gw,
+        openai.DefaultAsyncHttpxClient(http1=False, http2=True, timeout=20) as http,
+        openai.AsyncOpenAI(
+            base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="sk-test", max_retries=0, http_client=http
+        ) as llm,
+    ):
+        task = asyncio.ensure_future(stream_chat(llm, [SHELL_TOOL], got))
+        hold = await pending_hold(gw)
+        await until(lambda: got.content != "")
+        assert got.calls == {}
+        decide(gw, hold, approve=approve, comment="h2")
+        await within(task)
+    protocols = {
+        s.frame.event.protocol
+        for s in iter_frames(data_dir)
+        if s.frame.exchange_id == got.exchange_id and isinstance(s.frame.event, ExchangeStarted)
+    }
+    assert protocols == {"h2"}
+    if approve:
+        assert got.finish == "tool_calls"
+        assert json.loads(got.calls[0]["arguments"]) == {"command": COMMAND}
+    else:
+        assert got.finish == "stop"
+        assert got.calls == {}
+        assert "bob denied it: h2" in got.content
+    verdicts = [
+        e.verdict for e in approval_frames(data_dir, got.exchange_id) if isinstance(e, ApprovalDecided)
+    ]
+    assert verdicts == ["approved" if approve else "denied"]

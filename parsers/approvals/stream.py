@@ -9,8 +9,10 @@ for ``approve()`` or ``deny()``. With nothing left undecided the held bytes go o
 A denial replaces everything held with an assistant text delta, a ``finish_reason: "stop"`` chunk and
 ``[DONE]``; the gate then drops the rest of the upstream stream.
 
-Not handled: Responses API streams (their events pass as they are; ``body_tool_calls`` covers their
-non-streamed bodies).
+Responses API streams are gated the same way: a ``function_call`` output item is a call (its arguments
+complete at ``response.function_call_arguments.done``), and once anything is held every later event waits
+too (the SDK builds its output list in event order). Their denial is a message output item with the text,
+then ``response.completed``.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ class StreamGate:
         self._template: dict[str, Any] = {}  # id, model... of the first chunk, for the replacement
         self._choices: dict[int, bool] = {}  # choice index -> a role delta went out for it
         self._finished_out: set[int] = set()  # choices whose finish_reason went out
+        self._response: dict[str, Any] | None = None  # Responses API: the response object as last announced
+        self._items_added = 0  # Responses API: output items the client has seen start
+        self._items_done: list[Any] = []  # ...and finish
+        self._sequence = -1  # the last sequence_number the client got
 
     @property
     def holding(self) -> bool:
@@ -120,6 +126,8 @@ class StreamGate:
         self._mode = _Mode.DENIED
         self._held.clear()
         self._buf.clear()
+        if self._response is not None:
+            return self._responses_denial(text)
         denied = {call.choice for call in self._calls.values() if call.state is not _CallState.CLEAR}
         choices = sorted(set(self._choices) | denied) or [0]
         out = bytearray()
@@ -170,6 +178,9 @@ class StreamGate:
         doc = _event_json(block)
         if not isinstance(doc, dict):
             return _Kind.OTHER
+        if isinstance(doc.get("type"), str) and "choices" not in doc:
+            self._responses_event(doc)
+            return _Kind.OTHER
         if not self._template:
             self._template = {key: doc[key] for key in _TEMPLATE_FIELDS if key in doc}
         choices = doc.get("choices")
@@ -218,6 +229,76 @@ class StreamGate:
             if isinstance(function.get("arguments"), str):
                 call.arguments.append(function["arguments"])
 
+    def _responses_event(self, doc: dict[str, Any]) -> None:
+        """A Responses API event: function_call items are the calls."""
+        kind = doc["type"]
+        response = doc.get("response")
+        if isinstance(response, dict):
+            self._response = response
+        index = doc.get("output_index")
+        item = doc.get("item")
+        call = self._calls.get((index, 0)) if isinstance(index, int) else None
+        if (
+            kind == "response.output_item.added"
+            and isinstance(item, dict)
+            and item.get("type") == "function_call"
+        ):
+            if isinstance(index, int):
+                call = self._calls[(index, 0)] = _Call(index, 0)
+                call.call_id = item["call_id"] if isinstance(item.get("call_id"), str) else ""
+                call.name = item["name"] if isinstance(item.get("name"), str) else ""
+                call.arguments = [item["arguments"]] if isinstance(item.get("arguments"), str) else []
+        elif call is None or call.state is not _CallState.OPEN:
+            if kind in ("response.completed", "response.incomplete", "response.failed"):
+                for each in self._calls.values():
+                    if each.state is _CallState.OPEN:
+                        self._complete(each)
+        elif kind == "response.function_call_arguments.delta" and isinstance(doc.get("delta"), str):
+            call.arguments.append(doc["delta"])
+        elif kind == "response.function_call_arguments.done" and isinstance(doc.get("arguments"), str):
+            call.arguments = [doc["arguments"]]
+            self._complete(call)
+        elif kind == "response.output_item.done" and isinstance(item, dict):
+            if isinstance(item.get("arguments"), str):
+                call.arguments = [item["arguments"]]
+            self._complete(call)
+
+    def _responses_denial(self, text: str) -> bytes:
+        """A message output item saying ``text``, then ``response.completed`` with what the client saw."""
+        index = self._items_added
+        response = self._response or {}
+        message_id = "msg_wardgate_" + str(response.get("id", "")).removeprefix("resp_")
+        part = {"type": "output_text", "text": text, "annotations": []}
+        item = {
+            "type": "message",
+            "id": message_id,
+            "status": "completed",
+            "role": "assistant",
+            "content": [part],
+        }
+        at = {"item_id": message_id, "output_index": index, "content_index": 0}
+        started = {**item, "status": "in_progress", "content": []}
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("response.output_item.added", {"output_index": index, "item": started}),
+            ("response.content_part.added", {**at, "part": {**part, "text": ""}}),
+            ("response.output_text.delta", {**at, "delta": text}),
+            ("response.output_text.done", {**at, "text": text}),
+            ("response.content_part.done", {**at, "part": part}),
+            ("response.output_item.done", {"output_index": index, "item": item}),
+            (
+                "response.completed",
+                {"response": {**response, "status": "completed", "output": [*self._items_done, item]}},
+            ),
+        ]
+        out = bytearray()
+        for kind, fields in events:
+            doc: dict[str, Any] = {"type": kind, **fields}
+            if self._sequence >= 0:
+                self._sequence += 1
+                doc["sequence_number"] = self._sequence
+            out += b"event: " + kind.encode() + b"\ndata: " + msgspec.json.encode(doc) + b"\n\n"
+        return bytes(out)
+
     def _complete(self, call: _Call) -> None:
         arguments = "".join(call.arguments)
         call.arguments = [arguments]
@@ -259,6 +340,14 @@ class StreamGate:
     def _sent(self, block: bytes) -> None:
         """Note what the client has now seen: role deltas and finish reasons, per choice."""
         doc = _event_json(block)
+        if isinstance(doc, dict) and isinstance(doc.get("type"), str) and "choices" not in doc:
+            if isinstance(doc.get("sequence_number"), int):
+                self._sequence = max(self._sequence, doc["sequence_number"])
+            if doc["type"] == "response.output_item.added":
+                self._items_added += 1
+            elif doc["type"] == "response.output_item.done":
+                self._items_done.append(doc.get("item"))
+            return
         choices = doc.get("choices") if isinstance(doc, dict) else None
         for position, choice in enumerate(choices if isinstance(choices, list) else []):
             if not isinstance(choice, dict):

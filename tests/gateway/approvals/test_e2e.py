@@ -299,3 +299,32 @@ async def test_http2_stream_is_held_and_decided(slow_mock: MockLlm, data_dir: Pa
         e.verdict for e in approval_frames(data_dir, got.exchange_id) if isinstance(e, ApprovalDecided)
     ]
     assert verdicts == ["approved" if approve else "denied"]
+
+
+@pytest.mark.parametrize("approve", [True, False])
+async def test_responses_api_stream_is_held(slow_mock: MockLlm, data_dir: Path, approve: bool) -> None:
+    tool: Any = {"type": "function", **SHELL_TOOL["function"]}
+    texts: list[str] = []
+    calls: list[str] = []
+    async with running(approvals_config(data_dir, slow_mock.port)) as gw, client(gw) as llm:
+
+        async def consume() -> None:
+            stream = await llm.responses.create(
+                model="mock-gpt", input="call a tool", tools=[tool], stream=True
+            )
+            async for event in stream:
+                if event.type == "response.completed":
+                    for item in event.response.output:
+                        if item.type == "function_call":
+                            calls.append(item.arguments)
+                        elif item.type == "message":
+                            texts.extend(part.text for part in item.content if part.type == "output_text")
+
+        task = asyncio.ensure_future(consume())
+        decide(gw, await pending_hold(gw), approve=approve, comment="resp")
+        await within(task)
+    if approve:
+        assert [json.loads(c) for c in calls] == [{"command": COMMAND}]
+    else:
+        assert calls == []
+        assert any("bob denied it: resp" in t for t in texts)

@@ -246,7 +246,8 @@ def test_captures_without_a_matching_rule_pass_byte_identical(path: pathlib.Path
 @pytest.mark.parametrize("path", STREAMS, ids=lambda p: p.stem)
 def test_captured_tool_calls_are_held_and_released_exactly(path: pathlib.Path) -> None:
     doc, body = capture(path)
-    chat_calls = "chat_stream_tool_calls" in doc["categories"]
+    chat_calls = bool({"chat_stream_tool_calls", "responses_stream_tool_calls"} & set(doc["categories"]))
+    responses = "responses_stream" in doc["categories"]
     pieces = [body[i : i + 13] for i in range(0, len(body), 13)]
     _, out, seen = run(StreamGate(EVERY_TOOL), pieces, approve=True)
     assert out == body
@@ -256,7 +257,30 @@ def test_captured_tool_calls_are_held_and_released_exactly(path: pathlib.Path) -
         assert {call.name.encode() for call in seen} <= names
         assert all(call.arguments and json.loads(call.arguments) is not None for call in seen)
     _, denied, _ = run(StreamGate(EVERY_TOOL), pieces, approve=False)
-    if chat_calls:
+    if chat_calls and responses:
+        check_responses_denial(denied)
+    elif chat_calls:
         assert denied.endswith(b"data: [DONE]\n\n")
         assert b'"finish_reason":"stop"' in denied
         assert b'"tool_calls"' not in denied
+
+
+def check_responses_denial(out: bytes) -> None:
+    """Events in order with consecutive sequence numbers, ending in response.completed with the message."""
+    docs = [
+        json.loads(line[6:])
+        for block in out.split(b"\n\n")
+        for line in block.splitlines()
+        if line.startswith(b"data: ")
+    ]
+    assert docs[-1]["type"] == "response.completed"
+    assert not any(d["type"].startswith("response.function_call") for d in docs)
+    output = docs[-1]["response"]["output"]
+    assert output[-1]["type"] == "message"
+    assert output[-1]["content"][0]["text"].startswith("denied ")
+    added = [d for d in docs if d["type"] == "response.output_item.added"]
+    assert [d["output_index"] for d in added] == list(range(len(added)))
+    assert all(item["type"] != "function_call" for item in output)
+    numbers = [d["sequence_number"] for d in docs if "sequence_number" in d]
+    assert numbers == sorted(numbers)
+    assert len(set(numbers)) == len(numbers)

@@ -17,7 +17,7 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
-from parsers.masking.engine import DEFAULT_MAX_HOLD_CHARS, Edit, Rules, TextScan
+from parsers.masking.engine import DEFAULT_MAX_HOLD_CHARS, Edit, Rules, TextScan, may_match
 
 
 class Hit(NamedTuple):
@@ -77,6 +77,7 @@ class _State(enum.Enum):
 
 
 _STRING_SPECIAL = re.compile(rb'["\\]')
+_PLAIN_STRING = re.compile(rb'"[^"\\]*"')
 # Outside strings JSON has only structure, whitespace, numbers and the literals true/false/null.
 _NOT_JSON = re.compile(rb"[^\[\]{}:,\s0-9eE.+\-truefalsn]")
 _SIMPLE_ESCAPES = {
@@ -167,6 +168,9 @@ class JsonMasker:
         return hits
 
     def feed(self, data: bytes) -> bytes:
+        if self._state is _State.OUTSIDE and self._passes(data):
+            self._offset += len(data)
+            return data
         out = bytearray()
         at = 0
         end = len(data)
@@ -186,6 +190,16 @@ class JsonMasker:
         if self._string is not None:
             out += self._string.release(final=False, hits=self._hits)
         return bytes(out)
+
+    def _passes(self, data: bytes) -> bool:
+        """Whole JSON here (ASCII, no escapes, every string closed) in which no rule can match: the
+        usual request or response body, passed as it came without a look at each string."""
+        if not data.isascii() or b"\\" in data:
+            return False
+        outside = _PLAIN_STRING.sub(b"", data)
+        if b'"' in outside or _NOT_JSON.search(outside):
+            return False
+        return not may_match(self._rules, data.decode("ascii"))
 
     def finish(self) -> bytes:
         """The body ended. An unterminated string is released as it stands (the body was not JSON)."""

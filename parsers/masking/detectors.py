@@ -23,7 +23,7 @@ class RuleError(ValueError):
     """A custom rule that cannot work. The message names the rule and the problem, never sample text."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # compared and hashed by identity: cheap cache keys
 class Rule:
     """One detector: what to find, how to check it, what to put instead."""
 
@@ -31,8 +31,14 @@ class Rule:
     pattern: regex.Pattern[str]
     template: str = DEFAULT_TEMPLATE  # "{rule}" is the rule name; \1 and \g<name> are groups
     check: Callable[[str], bool] | None = None  # a checksum the whole match must pass (Luhn, IBAN)
-    # Every character a match can begin with: text without one is skipped in one fast stdlib search.
+    # The lead, a stdlib ``re`` pattern (fast to search): every match, and every partial match at the
+    # end of the text, begins at most ``back`` characters before a place where it matches. Text before
+    # its first hit (less ``back``) is skipped without running the regex engine.
     starts: re.Pattern[str] | None = None
+    # The lead for complete matches only (no more text will come): ``starts`` without the alternatives
+    # that admit a text cut short (``\Z``).
+    anchors: re.Pattern[str] | None = None
+    back: int = 0
 
     def replacement(self, match: regex.Match[str]) -> str:
         template = self.template.replace("{rule}", self.name)
@@ -77,73 +83,134 @@ def iban_valid(text: str) -> bool:
     return int(number) % 97 == 1
 
 
-def _rule(name: str, starts: str, pattern: str, check: Callable[[str], bool] | None = None) -> Rule:
-    return Rule(name=name, pattern=regex.compile(pattern), check=check, starts=re.compile(starts))
+def _rule(
+    name: str,
+    lead: tuple[str, str],
+    pattern: str,
+    check: Callable[[str], bool] | None = None,
+    *,
+    back: int = 0,
+) -> Rule:
+    """``lead``: the lead for a text that may go on, and the one for complete matches only. The second
+    starts with its literal (``re`` finds a literal prefix in C) and looks behind only after it."""
+    starts, anchors = (re.compile(pattern) for pattern in lead)
+    return Rule(
+        name=name, pattern=regex.compile(pattern), check=check, starts=starts, anchors=anchors, back=back
+    )
+
+
+def _prefix(literal: str) -> str:
+    r"""A stdlib pattern for ``literal``, or any of its prefixes (the empty one too) at the end of the text.
+
+    ``_prefix("k-")`` is ``(?:\Z|k(?:\Z|-))``: a lead must also admit a match the text cut short.
+    """
+    out = ""
+    for char in reversed(literal):
+        out = rf"(?:\Z|{re.escape(char)}{out})"
+    return out
 
 
 # Order matters only where two rules could start at the same character: the earlier one wins.
+# Leads begin with a literal or a character class (stdlib ``re`` then skips ahead in C); a lookbehind
+# comes after that first character. ``back``: how far before its lead's hit a match may begin.
 BUILTIN: Mapping[str, Rule] = {
     rule.name: rule
     for rule in (
         _rule(
             "private_key",
-            r"-",  # PEM: PKCS#1/#8, EC, DSA, OpenSSH, encrypted, PGP key blocks
+            (
+                "-" + _prefix("----BEGIN "),
+                "-----BEGIN ",
+            ),  # PEM: PKCS#1/#8, EC, DSA, OpenSSH, encrypted, PGP key blocks
             r"-----BEGIN (?:[A-Z0-9]{1,12} ){0,3}PRIVATE KEY(?: BLOCK)?-----"
             r"(?:(?!-----END )[\s\S]){1,16384}"  # tempered, not lazy: no match can run past the END line
             r"-----END (?:[A-Z0-9]{1,12} ){0,3}PRIVATE KEY(?: BLOCK)?-----",
         ),
         _rule(
-            "gcp_service_account",
-            r'[\\"]',  # the key id of a service-account JSON key (its private_key is a PEM)
+            "gcp_service_account",  # the key id of a service-account JSON key (its private_key is a PEM)
+            ('"' + _prefix("private_key_id") + r"|\\\Z", '"private_key_id'),  # after up to 3 backslashes
             r"\\{0,3}\"private_key_id\\{0,3}\"\s{0,4}:\s{0,4}\\{0,3}\"(?P<secret>[0-9a-f]{40})\\{0,3}\"",
+            back=3,
         ),
-        _rule("aws_access_key", r"A", r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
+        _rule(
+            "aws_access_key",
+            (
+                "A(?<![A-Za-z0-9]A)(?:"
+                + "|".join(_prefix(rest) for rest in ("KIA", "SIA", "BIA", "CCA"))
+                + ")",
+                "A(?:KIA|SIA|BIA|CCA)(?<![A-Za-z0-9]....)",
+            ),
+            r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])",
+        ),
         _rule(
             "aws_secret_key",
-            r"[AaSs]",  # 40 base64 characters are common: only after a name that says what they are
+            # Case-insensitive like the pattern, where U+017F (long s) is an "s" too. 40 base64 characters
+            # are common: only after a name that says what they are.
+            (
+                f"[AaSs\u017f](?i:(?<=a){_prefix('ws')}|(?<=s){_prefix('ecret')})",
+                "[AaSs\u017f](?i:(?<=a)ws|(?<=s)ecret)",
+            ),
             r"(?i:aws_?secret_?access_?key|aws_?secret(?:_?key)?|secret_?access_?key)"
             r"[\\\"' \t]{0,4}[:=][\\\"' \t]{0,4}"
             r"(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
         ),
         _rule(
             "openai_api_key",
-            r"s",
+            ("s(?<![A-Za-z0-9_-]s)" + _prefix("k-"), "sk-(?<![A-Za-z0-9_-]...)"),
             r"(?<![A-Za-z0-9_-])sk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,256}(?![A-Za-z0-9_-])",
         ),
         _rule(
             "github_token",
-            r"g",
+            (
+                rf"g(?<![A-Za-z0-9_]g)(?:\Z|h(?:\Z|[pousr]{_prefix('_')})|{_prefix('ithub_pat_')})",
+                "gh[pousr]_(?<![A-Za-z0-9_]....)|github_pat_(?<![A-Za-z0-9_]...........)",
+            ),
             r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])",
         ),
-        _rule("slack_token", r"x", r"(?<![A-Za-z0-9-])xox[abposr]-[A-Za-z0-9-]{10,250}(?![A-Za-z0-9-])"),
+        _rule(
+            "slack_token",
+            (
+                rf"x(?<![A-Za-z0-9-]x)(?:\Z|o(?:\Z|x(?:\Z|[abposr]{_prefix('-')})))",
+                "xox[abposr]-(?<![A-Za-z0-9-].....)",
+            ),
+            r"(?<![A-Za-z0-9-])xox[abposr]-[A-Za-z0-9-]{10,250}(?![A-Za-z0-9-])",
+        ),
         _rule(
             "jwt",
-            r"e",  # header.payload.signature, both JSON parts base64url of '{"'
+            ("e(?<![A-Za-z0-9_-]e)" + _prefix("yJ"), "eyJ(?<![A-Za-z0-9_-]...)"),  # base64url of '{"'
             r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,4096}\.eyJ[A-Za-z0-9_-]{5,8192}\.[A-Za-z0-9_-]{8,2048}"
             r"(?![A-Za-z0-9_.-])",
         ),
         _rule(
-            "connection_string_password",
-            r"[A-Za-z]",  # scheme://user:PASSWORD@host: only the password is replaced
+            "connection_string_password",  # scheme://user:PASSWORD@host: only the password is replaced
+            (
+                ":" + _prefix("//") + r"|[A-Za-z0-9+.-]\Z",
+                "://",
+            ),  # the scheme (1 + 30 characters) holds no ":"
             r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s:/?#@\"'<>\\]{1,256}"
             r":(?P<secret>[^\s/?#@\"'<>\\]{1,256})@",
+            back=31,
         ),
         _rule(
             "email",
-            r"[A-Za-z0-9._%+-]",
+            (r"@|[A-Za-z0-9._%+-]\Z", "@"),  # after a local part of up to 64 characters
             r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
             r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,6}"
             r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])",
+            back=64,
         ),
         _rule(  # standing alone: digits glued to letters are ids (chatcmpl-...), not cards
             "card_number",
-            r"[0-9]",
+            (r"[0-9](?<![0-9A-Za-z_][0-9])", r"[0-9](?<![0-9A-Za-z_][0-9])(?:[ -]?[0-9]){12}"),
             r"(?<![0-9A-Za-z_])[0-9](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z_])",
             luhn_valid,
         ),
         _rule(
             "iban",
-            r"[A-Z]",
+            (
+                r"[A-Z](?<![A-Za-z0-9][A-Z])(?:\Z|[A-Z](?:\Z|[0-9](?:\Z|[0-9])))",
+                r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}",
+            ),
             r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])",
             iban_valid,
         ),

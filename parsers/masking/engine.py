@@ -6,11 +6,15 @@ after a match the scan resumes at its end. ``TextScan`` gives that answer for a 
 it decides a stretch only once no continuation could change it, using the ``regex`` module's partial
 matches. It holds back only the tail that could still be part of a match and never more than
 ``max_hold_chars`` (past that the oldest held characters are released unmasked: a pattern whose matches
-run that long is not streamable; every built-in is far shorter).
+run that long is not streamable; every built-in is far shorter). A rule's lead (``Rule.starts``, a
+fast stdlib search for a literal such as ``sk-`` or ``@``) tells where it could begin at the earliest, so
+the regex engine runs only where a match, or the start of one cut short by the end, could be.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -46,12 +50,14 @@ class TextScan:
 
     def __init__(self, rules: Rules, *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS) -> None:
         self._rules = tuple(rules)
+        self._group = _group(self._rules)
         self._max_hold = max_hold_chars
         self._buf = ""  # text from stream offset _base: released context, then the undecided tail
         self._base = 0
         self._decided = 0  # stream offset up to which everything is decided
         # Per rule: the stream offset before which it can start no match, complete or partial, ever.
         self._resume = [0] * len(self._rules)
+        self._group_resume = 0  # the same for every rule of the group
         self.forced_releases = 0  # times the hold limit released text unscanned
 
     @property
@@ -80,11 +86,16 @@ class TextScan:
     def _scan(self, *, final: bool) -> list[Edit]:
         buf = self._buf
         end = len(buf)
-        pos = self._decided - self._base
+        base = self._base
+        pos = self._decided - base
         edits: list[Edit] = []
+        self._skip_group(buf, pos, end, final)
+        resume = self._resume
         while pos < end:
             best: _Candidate | None = None
             for i, rule in enumerate(self._rules):
+                if resume[i] - base >= end:
+                    continue  # this rule can begin nowhere in the rest
                 found = self._first(i, rule, buf, pos, end, final)
                 if found is not None and (best is None or found.start < best.start):
                     best = found
@@ -108,13 +119,33 @@ class TextScan:
         self._decided = self._base + pos
         return edits
 
+    def _skip_group(self, buf: str, pos: int, end: int, final: bool) -> None:
+        """One search for the whole group's leads moves each member's resume point past the text where
+        none of them can begin. Only for short text: over long text ``re`` tries every alternative at
+        every character, and each rule's own lead (which ``re`` skips to in C) is faster."""
+        group = self._group
+        if group is None:
+            return
+        start = max(pos, self._group_resume - self._base)
+        if end - start > _GROUP_MAX_CHARS:
+            return
+        members, streaming, complete = group
+        hit = (complete if final else streaming).search(buf, start, end)
+        upto = self._base + (end if hit is None else hit.start())
+        self._group_resume = upto
+        resume = self._resume
+        for i in members:
+            if resume[i] < upto:
+                resume[i] = upto
+
     def _first(self, i: int, rule: Rule, buf: str, pos: int, end: int, final: bool) -> _Candidate | None:
         """``_candidate``, skipping what earlier scans ruled out and text where the rule cannot begin."""
         base = self._base
         start = max(pos, self._resume[i] - base)
-        if start < end and rule.starts is not None:
-            first = rule.starts.search(buf, start, end)
-            start = end if first is None else first.start()
+        lead = rule.anchors if final else rule.starts
+        if start < end and lead is not None:
+            first = lead.search(buf, start, end)
+            start = end if first is None else max(start, first.start() - rule.back)
         found = _candidate(rule, buf, start, end, final) if start < end else None
         self._resume[i] = base + (end if found is None else found.start)
         return found
@@ -139,6 +170,22 @@ def _candidate(rule: Rule, buf: str, pos: int, end: int, final: bool) -> _Candid
         pos = start + 1
 
 
+_GROUP_MAX_CHARS = 64
+_Group = tuple[tuple[int, ...], re.Pattern[str], re.Pattern[str]]
+
+
+@functools.lru_cache(maxsize=64)
+def _group(rules: tuple[Rule, ...]) -> _Group | None:
+    """The rules whose lead hits where they begin (``back`` 0), and their leads in one pattern each for
+    partial and complete matches; None when fewer than two rules qualify."""
+    members = tuple(i for i, rule in enumerate(rules) if rule.back == 0 and rule.starts and rule.anchors)
+    if len(members) < 2:
+        return None
+    streaming = "|".join(f"(?:{lead.pattern})" for i in members if (lead := rules[i].starts) is not None)
+    complete = "|".join(f"(?:{lead.pattern})" for i in members if (lead := rules[i].anchors) is not None)
+    return members, re.compile(streaming), re.compile(complete)
+
+
 def apply(text: str, edits: Sequence[Edit], offset: int = 0) -> str:
     """``text`` (from stream offset ``offset``) with ``edits`` applied; the edits lie inside it, in order."""
     if not edits:
@@ -151,6 +198,11 @@ def apply(text: str, edits: Sequence[Edit], offset: int = 0) -> str:
         at = edit.end - offset
     out.append(text[at:])
     return "".join(out)
+
+
+def may_match(rules: Rules, text: str) -> bool:
+    """False only when no rule can match anywhere in ``text`` as it stands (no more text will come)."""
+    return any(rule.anchors is None or rule.anchors.search(text) is not None for rule in rules)
 
 
 def mask_text(rules: Rules, text: str) -> tuple[str, list[Edit]]:
@@ -202,4 +254,5 @@ __all__ = [
     "TextScan",
     "apply",
     "mask_text",
+    "may_match",
 ]

@@ -67,6 +67,8 @@ class _Stream:
 
     def rendered(self, value: str, start: int, end: int) -> tuple[str, list[str]]:
         """The piece ``value`` (stream span ``[start, end)``) as masked, and the rules that start in it."""
+        if not self.edits or self.edits[-1].end <= start:
+            return value, []  # edits are in order and do not overlap: none reaches this piece
         out: list[str] = []
         rules: list[str] = []
         at = start
@@ -89,6 +91,7 @@ class _Piece(NamedTuple):
     stream: _Stream | None  # None: a string masked on its own
     span: tuple[int, int]  # in the stream
     path: Path
+    alone: tuple[str, list[str]] | None = None  # a string masked on its own: the result and the rules
 
 
 class _Event(NamedTuple):
@@ -168,22 +171,25 @@ class SseMasker:
         if not isinstance(doc, dict) or data is None:
             return self._finish_streams() + self._text(block, offset)
         # The decoded document says where each string is; token positions are needed only to rewrite.
-        strings = [(path, value, _stream_key(doc, path)) for path, value in _strings(doc, ())]
+        strings = _strings(doc, (), [])
+        keys = [_stream_key(doc, path) for path, _ in strings]
         out = bytearray()
-        if all(key is None for *_, key in strings):
+        if not any(keys):
             out += self._finish_streams()
         finished = _finished_choices(doc)
         pieces: list[_Piece] = []
-        for index, (path, value, key) in enumerate(strings):
-            stream: _Stream | None = None
-            span = (0, len(value))
-            if key is not None:
-                stream = self._streams.get(key)
-                if stream is None:
-                    stream = self._streams[key] = _Stream(self._rules, self._max_hold, _label(path))
-                span = stream.feed(value, final=key[1] in finished)
-                if key[1] in finished:
-                    del self._streams[key]
+        for index, ((path, value), key) in enumerate(zip(strings, keys, strict=True)):
+            if key is None:
+                alone = self._standalone(value)
+                if alone[1] or alone[0] != value:  # strings left as they are need no piece
+                    pieces.append(_Piece(index, value, None, (0, len(value)), path, alone))
+                continue
+            stream = self._streams.get(key)
+            if stream is None:
+                stream = self._streams[key] = _Stream(self._rules, self._max_hold, _label(path))
+            span = stream.feed(value, final=key[1] in finished)
+            if key[1] in finished:
+                del self._streams[key]
             pieces.append(_Piece(index, value, stream, span, path))
         self._events.append(_Event(block, offset, data, pieces, len(strings)))
         return bytes(out + self._release())
@@ -202,7 +208,7 @@ class SseMasker:
         changed: list[tuple[int, str]] = []
         for piece in event.pieces:
             if piece.stream is None:
-                masked, rules = self._standalone(piece.value)
+                masked, rules = piece.alone or self._standalone(piece.value)
             else:
                 masked, rules = piece.stream.rendered(piece.value, *piece.span)
             self._hits += [(Hit(rule, event.offset), _label(piece.path)) for rule in rules]
@@ -253,6 +259,13 @@ class SseMasker:
 
 def _json_data(block: bytes) -> bytes | None:
     """The data of a block that is one plain event (data lines, optional event/id lines), else None."""
+    if (
+        block.startswith(b"data: ")
+        and block.endswith(b"\n\n")
+        and block.count(b"\n") == 2
+        and b"\r" not in block
+    ):
+        return block[6:-2]  # the usual event: one data line
     lines = _LINE.split(block)
     if lines[-2:] != [b"", b""] or any(not line for line in lines[:-2]):
         return None
@@ -303,16 +316,17 @@ def _string_values(data: bytes) -> Iterator[tuple[Path, int, int]]:
             stack.pop()
 
 
-def _strings(node: Any, path: Path) -> Iterator[tuple[Path, str]]:
-    """Every string value of a decoded document with its path, in document order."""
-    if isinstance(node, str):
-        yield path, node
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            yield from _strings(value, (*path, key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _strings(value, (*path, i))
+def _strings(
+    node: dict[str, Any] | list[Any], path: Path, out: list[tuple[Path, str]]
+) -> list[tuple[Path, str]]:
+    """Every string value inside a decoded object or array with its path, in document order."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        if isinstance(value, str):
+            out.append(((*path, key), value))
+        elif isinstance(value, dict | list):
+            _strings(value, (*path, key), out)
+    return out
 
 
 def _stream_key(doc: dict[str, Any], path: Path) -> StreamKey | None:

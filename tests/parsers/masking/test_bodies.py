@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -85,3 +86,48 @@ def test_text_bodies_byte_for_byte(case: tuple[str, str, str], data: st.DataObje
     assert whole.startswith(b"\xff\x00 ")
     assert whole.endswith(b" \xc3\xa9")
     assert chunked(TextMasker(RULES), body, data.draw(cuts(len(body)))) == whole
+
+
+PLAIN_BODY = msgspec.json.encode(
+    {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "say hello in 3 words"}],
+        "stream": False,
+        "max_tokens": 64,
+    }
+)
+
+
+@given(st.data())
+def test_body_with_nothing_to_mask_passes_byte_for_byte(data: st.DataObject) -> None:
+    masker = JsonMasker(RULES)
+    assert masker._passes(PLAIN_BODY)  # whole strings, no escapes, no rule can match: not looked into
+    assert chunked(masker, PLAIN_BODY, data.draw(cuts(len(PLAIN_BODY)))) == PLAIN_BODY
+    assert masker.take_hits() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": "caf\\u00e9"}',  # an escape
+        '{"a": "café"}'.encode(),  # not ASCII
+        b'{"a": "open',  # a string goes on in the next piece
+        b'{"a": 1, b=2}',  # not JSON
+    ],
+)
+def test_bodies_that_are_looked_into(body: bytes) -> None:
+    assert not JsonMasker(RULES)._passes(body)
+
+
+@pytest.mark.parametrize(("rule", "text", "secret"), TRUE_POSITIVES)
+def test_secret_in_a_plain_ascii_body_is_masked(rule: str, text: str, secret: str) -> None:
+    body = msgspec.json.encode({"model": "m", "input": text, "n": 1})
+    out = mask_body(JsonMasker(RULES), body)
+    assert secret.encode() not in out
+    assert msgspec.json.decode(out)["input"] == mask_text(RULES, text)[0]
+    # After a piece with nothing to mask, the next one is still looked into.
+    masker = JsonMasker(RULES)
+    first = msgspec.json.encode({"model": "m"})[:-1] + b", "
+    rest = body[1:]
+    assert chunked(masker, first + rest, [len(first)]) == mask_body(JsonMasker(RULES), first + rest)
+    assert secret.encode() not in chunked(JsonMasker(RULES), first + rest, [len(first)])

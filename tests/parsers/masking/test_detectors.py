@@ -83,9 +83,12 @@ def test_select_by_name() -> None:
 
 
 @pytest.mark.parametrize(("rule", "text", "secret"), TRUE_POSITIVES)
-def test_start_characters_admit_every_match(rule: str, text: str, secret: str) -> None:
+def test_leads_admit_every_match(rule: str, text: str, secret: str) -> None:
     detector = BUILTIN[rule]
     match = detector.pattern.search(text)
     assert match is not None
-    assert detector.starts is not None
-    assert detector.starts.match(text, match.start())
+    for lead in (detector.starts, detector.anchors):
+        assert lead is not None
+        hit = lead.search(text, match.start())
+        assert hit is not None
+        assert hit.start() <= match.start() + detector.back

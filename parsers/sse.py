@@ -69,6 +69,20 @@ class SseParser:
         if self._state is _State.FAILED:
             raise ParseError("sse: parser failed earlier and is inert")
         buf = self._buf
+        if (
+            not buf
+            and self._state is _State.LINES
+            and not self._skip_lf
+            and not self._message_bytes
+            and data.startswith(b"data: ")
+            and data.endswith(b"\n\n")
+            and data.count(b"\n") == 2
+            and b"\r" not in data
+            and len(data) - 1 <= self._max_message_bytes
+        ):
+            # The usual read: one whole event of one data line, and nothing pending before it.
+            self._offset += len(data)
+            return [SseMessage(data=data[6:-2])]
         buf += data
         if self._state is _State.START:
             if len(buf) < len(_BOM) and _BOM.startswith(buf):

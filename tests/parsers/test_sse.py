@@ -369,3 +369,40 @@ def test_playbook_drives_direction_aware_parsers() -> None:
         >> eof(Direction.FROM_UPSTREAM)
         << (Direction.FROM_UPSTREAM, "eof")
     )
+
+
+def _outcome(pieces: list[bytes], max_message_bytes: int) -> tuple[list[SseEvent], bool]:
+    """The events up to a failure, and whether the parser failed."""
+    parser = SseParser(max_message_bytes=max_message_bytes)
+    events: list[SseEvent] = []
+    try:
+        for piece in pieces:
+            events += parser.feed(piece)
+    except ParseError:
+        return events, True
+    return events + parser.feed_eof(), False
+
+
+_reads = st.lists(
+    st.sampled_from(
+        [
+            *(b"data: a\n\n", b"data: 0123456789\n\n", b"data: \n\n", b"event: e\n", b"id: 7\n"),
+            *(b": note\n", b"data: x\r\n\r\n", b"\r", b"\n", b"data: y\n", b"data:z\n\n", b"\xef\xbb\xbf"),
+            b"data: a\n\nb",
+        ]
+    ),
+    max_size=10,
+)
+
+
+@given(_reads, st.integers(min_value=6, max_value=20))
+def test_one_event_per_read_parses_like_byte_by_byte(reads: list[bytes], limit: int) -> None:
+    """Whole single-line events take a shortcut when nothing is pending; it must change nothing."""
+    stream = b"".join(reads)
+    assert _outcome(reads, limit) == _outcome([stream[i : i + 1] for i in range(len(stream))], limit)
+
+
+@pytest.mark.parametrize("name", sorted(SSE_BODIES))
+def test_fixture_one_event_per_read(name: str) -> None:
+    body = SSE_BODIES[name]
+    assert parse(*_blocks(body)) == parse(*[body[i : i + 1] for i in range(len(body))])

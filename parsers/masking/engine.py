@@ -207,6 +207,8 @@ def may_match(rules: Rules, text: str) -> bool:
 
 def mask_text(rules: Rules, text: str) -> tuple[str, list[Edit]]:
     """Mask a whole text at once."""
+    if not may_match(rules, text):
+        return text, []
     scan = TextScan(rules)
     scan.add(text)
     edits = scan.scan(final=True)

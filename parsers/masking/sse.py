@@ -171,8 +171,7 @@ class SseMasker:
         if not isinstance(doc, dict) or data is None:
             return self._finish_streams() + self._text(block, offset)
         # The decoded document says where each string is; token positions are needed only to rewrite.
-        strings = _strings(doc, (), [])
-        keys = [_stream_key(doc, path) for path, _ in strings]
+        strings, keys = _strings_and_keys(doc)
         out = bytearray()
         if not any(keys):
             out += self._finish_streams()
@@ -329,9 +328,25 @@ def _strings(
     return out
 
 
+def _strings_and_keys(doc: dict[str, Any]) -> tuple[list[tuple[Path, str]], list[StreamKey | None]]:
+    """``_strings`` of the document and the ``_stream_key`` of each, in document order. Only strings
+    under ``choices`` and a top-level ``delta`` can be in a stream; the top level is walked here."""
+    strings: list[tuple[Path, str]] = []
+    keys: list[StreamKey | None] = []
+    for key, value in doc.items():
+        if isinstance(value, str):
+            strings.append(((key,), value))
+            keys.append(_stream_key(doc, (key,)) if key == "delta" else None)
+        elif isinstance(value, dict | list):
+            below = _strings(value, (key,), [])
+            strings += below
+            keys += [_stream_key(doc, path) for path, _ in below] if key == "choices" else [None] * len(below)
+    return strings, keys
+
+
 def _stream_key(doc: dict[str, Any], path: Path) -> StreamKey | None:
     """Which delta stream a string belongs to, or None for a string masked on its own."""
-    if len(path) >= 3 and path[0] == "choices" and isinstance(path[1], int):
+    if len(path) >= 3 and path[0] == "choices" and isinstance(path[1], int) and isinstance(path[2], str):
         choice = doc["choices"][path[1]]
         index = choice.get("index", path[1])
         rest = path[2:]

@@ -8,7 +8,7 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parsers.masking import SseMasker, mask_text, select
+from parsers.masking import SseMasker, mask_text, select, sse
 from tests.parsers.masking.fixtures import AWS_KEY_ID, EMAIL, OPENAI_KEY
 from tests.parsers.masking.strategies import cuts, split, texts
 
@@ -139,3 +139,31 @@ def test_hits_name_the_field() -> None:
     assert [(hit.rule, field) for hit, field in masker.take_field_hits()] == [
         ("aws_access_key", "choices[0].delta.content")
     ]
+
+
+_json: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.integers() | st.sampled_from(["x", "delta", "content", "arguments", "text", "a.delta"]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["choices", "delta", "content", "tool_calls", "function", "arguments", "index"])
+            | st.sampled_from(["text", "type", "item_id", "refusal", "reasoning"]),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=14,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["choices", "delta", "type", "id", "item_id"]), _json, max_size=5))
+def test_strings_and_stream_keys_walk_like_the_generic_walk(doc: dict[str, Any]) -> None:
+    strings = sse._strings(doc, (), [])
+    assert sse._strings_and_keys(doc) == (strings, [sse._stream_key(doc, path) for path, _ in strings])
+
+
+def test_odd_shapes_under_choices_are_masked_not_fatal() -> None:
+    body = b'data: {"choices": [["' + EMAIL.encode() + b'", {"delta": 1}], "x"]}\n\n'
+    out = run(body, [7])
+    assert EMAIL.encode() not in out
+    assert msgspec.json.decode(out[6:]) == {"choices": [["[MASKED:email]", {"delta": 1}], "x"]}

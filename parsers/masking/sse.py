@@ -131,6 +131,9 @@ class SseMasker:
 
     def feed(self, data: bytes) -> bytes:
         buf = self._buf
+        if not buf and data.endswith(b"\n\n") and (end := _BLOCK_END.search(data)) and end.end() == len(data):
+            self._offset += len(data)  # the usual read: one whole event
+            return self._block(data, self._offset - len(data))
         buf += data
         out = bytearray()
         start = 0
@@ -172,9 +175,7 @@ class SseMasker:
             return self._finish_streams() + self._text(block, offset)
         # The decoded document says where each string is; token positions are needed only to rewrite.
         strings, keys = _strings_and_keys(doc)
-        out = bytearray()
-        if not any(keys):
-            out += self._finish_streams()
+        before = b"" if any(keys) else self._finish_streams()
         finished = _finished_choices(doc)
         pieces: list[_Piece] = []
         for index, ((path, value), key) in enumerate(zip(strings, keys, strict=True)):
@@ -191,17 +192,15 @@ class SseMasker:
                 del self._streams[key]
             pieces.append(_Piece(index, value, stream, span, path))
         self._events.append(_Event(block, offset, data, pieces, len(strings)))
-        return bytes(out + self._release())
+        return before + self._release() if before else self._release()
 
     def _release(self) -> bytes:
         """Every event at the head of the queue whose delta text is all decided, masked or as it came."""
-        out = bytearray()
+        out: list[bytes] = []
         events = self._events
-        while events and all(
-            piece.stream is None or piece.stream.scan.decided >= piece.span[1] for piece in events[0].pieces
-        ):
-            out += self._render(events.popleft())
-        return bytes(out)
+        while events and _decided(events[0]):
+            out.append(self._render(events.popleft()))
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def _render(self, event: _Event) -> bytes:
         changed: list[tuple[int, str]] = []
@@ -254,6 +253,14 @@ class SseMasker:
         out = mask_body(masker, block)
         self._hits += [(hit, "") for hit in masker.take_hits()]
         return out
+
+
+def _decided(event: _Event) -> bool:
+    """The text of every delta stream this event carries is decided."""
+    for piece in event.pieces:
+        if piece.stream is not None and piece.stream.scan.decided < piece.span[1]:
+            return False
+    return True
 
 
 def _json_data(block: bytes) -> bytes | None:

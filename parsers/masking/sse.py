@@ -344,11 +344,56 @@ def _strings_and_keys(doc: dict[str, Any]) -> tuple[list[tuple[Path, str]], list
         if isinstance(value, str):
             strings.append(((key,), value))
             keys.append(_stream_key(doc, (key,)) if key == "delta" else None)
+        elif key == "choices" and isinstance(value, list):
+            for i, choice in enumerate(value):
+                if isinstance(choice, dict):
+                    _choice_strings(doc, choice, i, strings, keys)
+                elif isinstance(choice, str):
+                    strings.append((("choices", i), choice))
+                    keys.append(None)
+                elif isinstance(choice, list):
+                    _plain_strings(choice, ("choices", i), strings, keys)
         elif isinstance(value, dict | list):
-            below = _strings(value, (key,), [])
-            strings += below
-            keys += [_stream_key(doc, path) for path, _ in below] if key == "choices" else [None] * len(below)
+            _plain_strings(value, (key,), strings, keys)
     return strings, keys
+
+
+def _choice_strings(
+    doc: dict[str, Any], choice: dict[str, Any], i: int, strings: list[tuple[Path, str]], keys: list[Any]
+) -> None:
+    """``_strings_and_keys`` of ``choices[i]``: its ``text``, and under ``delta`` the ``_CHOICE_TEXT``
+    fields and tool call arguments, are streams."""
+    index = choice.get("index", i)
+    for key, value in choice.items():
+        path = ("choices", i, key)
+        if isinstance(value, str):
+            strings.append((path, value))
+            keys.append(("choice", index, "text") if key == "text" else None)
+        elif key == "delta" and isinstance(value, dict):
+            for field, item in value.items():
+                below = (*path, field)
+                if isinstance(item, str):
+                    strings.append((below, item))
+                    keys.append(
+                        ("choice", index, "delta", field) if ("delta", field) in _CHOICE_TEXT else None
+                    )
+                elif field == "tool_calls" and isinstance(item, list):
+                    found = _strings(item, below, [])
+                    strings += found
+                    keys += [_stream_key(doc, where) for where, _ in found]
+                elif isinstance(item, dict | list):
+                    _plain_strings(item, below, strings, keys)
+        elif isinstance(value, dict | list):
+            _plain_strings(value, path, strings, keys)
+
+
+def _plain_strings(
+    node: dict[str, Any] | list[Any], path: Path, strings: list[tuple[Path, str]], keys: list[Any]
+) -> None:
+    """Strings in no stream."""
+    found = _strings(node, path, [])
+    strings += found
+    keys += [None] * len(found)
 
 
 def _stream_key(doc: dict[str, Any], path: Path) -> StreamKey | None:

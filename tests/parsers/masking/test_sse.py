@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from parsers.masking import SseMasker, mask_text, select, sse
@@ -157,6 +157,11 @@ _json: st.SearchStrategy[Any] = st.recursive(
 
 
 @given(st.dictionaries(st.sampled_from(["choices", "delta", "type", "id", "item_id"]), _json, max_size=5))
+@example({"choices": [{"text": "a", "index": 2}, {"text": "b"}]})
+@example({"choices": [{"delta": {"content": "a", "role": "r", "refusal": "c", "reasoning": "d", "x": "y"}}]})
+@example({"choices": [{"index": 1, "delta": {"tool_calls": [{"index": 3, "function": {"arguments": "x"}}]}}]})
+@example({"choices": [["a"], "b", {"delta": ["c"]}, {"delta": {"x": {"content": "d"}}, "m": {"text": "e"}}]})
+@example({"type": "a.delta", "delta": "x", "item_id": "i", "output_index": 0})
 def test_strings_and_stream_keys_walk_like_the_generic_walk(doc: dict[str, Any]) -> None:
     strings = sse._strings(doc, (), [])
     assert sse._strings_and_keys(doc) == (strings, [sse._stream_key(doc, path) for path, _ in strings])

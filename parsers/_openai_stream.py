@@ -196,9 +196,9 @@ class ResponseAssembly:
     def _common(self, fields: dict[str, Json]) -> None:
         if not self.model:
             self.model = clip(as_str(fields.get("model")), _MAX_NAME_CHARS)
-        if usage := _usage(fields.get("usage")):
+        if (raw := fields.get("usage")) and (usage := _usage(raw)):
             self.usage = usage
-        if not self.error:
+        if not self.error and "error" in fields:
             self.error = error_message(fields)
 
     def _first_choice(self, fields: dict[str, Json]) -> dict[str, Json]:
@@ -219,7 +219,8 @@ class ResponseAssembly:
         self.text.add(as_str(delta.get("refusal")))
         # DeepSeek sends reasoning_content; Groq, OpenRouter and Ollama send reasoning.
         self.reasoning.add(as_str(delta.get("reasoning_content")) or as_str(delta.get("reasoning")))
-        self._chat_tool_calls(delta, streamed=True)
+        if "tool_calls" in delta or "function_call" in delta:
+            self._chat_tool_calls(delta, streamed=True)
 
     def _chat_tool_calls(self, message: dict[str, Json], *, streamed: bool) -> None:
         for position, raw in enumerate(as_list(message.get("tool_calls"))):

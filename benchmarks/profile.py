@@ -42,6 +42,7 @@ COMPONENTS = (
             "parsers/sse",
         ),
     ),
+    ("record masking: detectors, body and SSE maskers", ("parsers/masking/", "gateway/masking")),
     ("recorder: frames, redaction, encode, chain, write, fsync", ("storage/", "Recorder.", "encode_frame")),
     ("h11 through parsers.http1: parse and re-serialize", ("h11/", "parsers/http1")),
     ("socket writes (StreamWriter.write)", ("StreamWriter.write", "StreamWriter.drain")),

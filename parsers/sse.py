@@ -69,20 +69,8 @@ class SseParser:
         if self._state is _State.FAILED:
             raise ParseError("sse: parser failed earlier and is inert")
         buf = self._buf
-        if (
-            not buf
-            and self._state is _State.LINES
-            and not self._skip_lf
-            and not self._message_bytes
-            and data.startswith(b"data: ")
-            and data.endswith(b"\n\n")
-            and data.count(b"\n") == 2
-            and b"\r" not in data
-            and len(data) - 1 <= self._max_message_bytes
-        ):
-            # The usual read: one whole event of one data line, and nothing pending before it.
-            self._offset += len(data)
-            return [SseMessage(data=data[6:-2])]
+        if not buf and (whole := self._one_event(data)) is not None:
+            return whole
         buf += data
         if self._state is _State.START:
             if len(buf) < len(_BOM) and _BOM.startswith(buf):
@@ -115,6 +103,23 @@ class SseParser:
         if self._message_bytes + len(buf) > self._max_message_bytes:
             self._fail(f"unterminated line of at least {len(buf)} bytes", self._offset)
         return out
+
+    def _one_event(self, data: bytes) -> list[SseEvent] | None:
+        """The usual read, one whole event of one data line with nothing pending, parsed in one step;
+        None for anything else (the line scanner's job)."""
+        if (
+            self._state is _State.LINES
+            and not self._skip_lf
+            and not self._message_bytes
+            and data.startswith(b"data: ")
+            and data.endswith(b"\n\n")
+            and data.count(b"\n") == 2
+            and b"\r" not in data
+            and len(data) - 1 <= self._max_message_bytes
+        ):
+            self._offset += len(data)
+            return [SseMessage(data=data[6:-2])]
+        return None
 
     def feed_eof(self) -> list[SseEvent]:
         """End the stream. WHATWG discards an unterminated line and an undispatched message."""

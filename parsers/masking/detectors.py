@@ -39,6 +39,10 @@ class Rule:
     # that admit a text cut short (``\Z``).
     anchors: re.Pattern[str] | None = None
     back: int = 0
+    # Leads that hit exactly where a match (or, in ``exact``, a partial match at the end) can begin;
+    # ``starts``/``anchors`` themselves when ``back`` is 0. Searched all at once over short text.
+    exact: re.Pattern[str] | None = None
+    exact_complete: re.Pattern[str] | None = None
 
     def replacement(self, match: regex.Match[str]) -> str:
         template = self.template.replace("{rule}", self.name)
@@ -90,12 +94,24 @@ def _rule(
     check: Callable[[str], bool] | None = None,
     *,
     back: int = 0,
+    exact: str = "",
 ) -> Rule:
     """``lead``: the lead for a text that may go on, and the one for complete matches only. The second
-    starts with its literal (``re`` finds a literal prefix in C) and looks behind only after it."""
+    starts with its literal (``re`` finds a literal prefix in C) and looks behind only after it.
+    ``exact`` (with ``back``): the exact lead; every ``\\Z`` in it admits a text cut short."""
     starts, anchors = (re.compile(pattern) for pattern in lead)
+    exact_starts, exact_complete = starts, anchors
+    if exact:
+        exact_starts, exact_complete = re.compile(exact), re.compile(exact.replace(r"\Z", "(?!)"))
     return Rule(
-        name=name, pattern=regex.compile(pattern), check=check, starts=starts, anchors=anchors, back=back
+        name=name,
+        pattern=regex.compile(pattern),
+        check=check,
+        starts=starts,
+        anchors=anchors,
+        back=back,
+        exact=exact_starts,
+        exact_complete=exact_complete,
     )
 
 
@@ -131,6 +147,7 @@ BUILTIN: Mapping[str, Rule] = {
             ('"' + _prefix("private_key_id") + r"|\\\Z", '"private_key_id'),  # after up to 3 backslashes
             r"\\{0,3}\"private_key_id\\{0,3}\"\s{0,4}:\s{0,4}\\{0,3}\"(?P<secret>[0-9a-f]{40})\\{0,3}\"",
             back=3,
+            exact=r'\\{0,3}"' + _prefix("private_key_id") + r"|\\{1,3}\Z",
         ),
         _rule(
             "aws_access_key",
@@ -190,6 +207,9 @@ BUILTIN: Mapping[str, Rule] = {
             r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s:/?#@\"'<>\\]{1,256}"
             r":(?P<secret>[^\s/?#@\"'<>\\]{1,256})@",
             back=31,
+            exact=r"[A-Za-z](?<![A-Za-z0-9+.-][A-Za-z])(?:[A-Za-z0-9+.-]{0,30}\Z|[A-Za-z0-9+.-]{1,30}:"
+            + _prefix("//")
+            + ")",
         ),
         _rule(
             "email",
@@ -198,6 +218,7 @@ BUILTIN: Mapping[str, Rule] = {
             r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,6}"
             r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])",
             back=64,
+            exact=r"[A-Za-z0-9._%+-](?<![A-Za-z0-9._%+-]{2})[A-Za-z0-9._%+-]{0,63}(?:@|\Z)",
         ),
         _rule(  # standing alone: digits glued to letters are ids (chatcmpl-...), not cards
             "card_number",

@@ -51,6 +51,7 @@ class TextScan:
     def __init__(self, rules: Rules, *, max_hold_chars: int = DEFAULT_MAX_HOLD_CHARS) -> None:
         self._rules = tuple(rules)
         self._group = _group(self._rules)
+        self._exact = _exact_group(self._rules)
         self._max_hold = max_hold_chars
         self._buf = ""  # text from stream offset _base: released context, then the undecided tail
         self._base = 0
@@ -91,9 +92,22 @@ class TextScan:
         edits: list[Edit] = []
         self._skip_group(buf, pos, end, final)
         resume = self._resume
+        exact = self._exact
         while pos < end:
             best: _Candidate | None = None
-            for i, rule in enumerate(self._rules):
+            if exact is not None and end - pos <= _GROUP_MAX_CHARS:
+                # Short text: one search finds the first place any rule can begin and the first rule
+                # that can begin there (earlier rules cannot, later ones lose the tie). If its
+                # candidate starts there, that is the answer; else every rule is asked.
+                hit = exact[final].search(buf, pos, end)
+                if hit is None:
+                    pos = end
+                    break
+                pos = hit.start()
+                found = _candidate(self._rules[(hit.lastindex or 1) - 1], buf, pos, end, final)
+                if found is not None and found.start == pos:
+                    best = found
+            for i, rule in enumerate(self._rules if best is None else ()):
                 if resume[i] - base >= end:
                     continue  # this rule can begin nowhere in the rest
                 found = self._first(i, rule, buf, pos, end, final)
@@ -184,6 +198,20 @@ def _group(rules: tuple[Rule, ...]) -> _Group | None:
     streaming = "|".join(f"(?:{lead.pattern})" for i in members if (lead := rules[i].starts) is not None)
     complete = "|".join(f"(?:{lead.pattern})" for i in members if (lead := rules[i].anchors) is not None)
     return members, re.compile(streaming), re.compile(complete)
+
+
+@functools.lru_cache(maxsize=64)
+def _exact_group(rules: tuple[Rule, ...]) -> tuple[re.Pattern[str], re.Pattern[str]] | None:
+    """Every rule's exact lead in one pattern, group ``i + 1`` for rule ``i``, for text that may go on
+    and for complete matches; None when a rule has none (a custom rule)."""
+    streaming = [rule.exact for rule in rules]
+    complete = [rule.exact_complete for rule in rules]
+    if not rules or None in streaming or None in complete:
+        return None
+    return (
+        re.compile("|".join(f"({lead.pattern})" for lead in streaming if lead is not None)),
+        re.compile("|".join(f"({lead.pattern})" for lead in complete if lead is not None)),
+    )
 
 
 def apply(text: str, edits: Sequence[Edit], offset: int = 0) -> str:

@@ -102,6 +102,17 @@ class _Event(NamedTuple):
     strings: int  # string values in the event
 
 
+class _Template(NamedTuple):
+    """A chat chunk whose one stream string is its ``delta.content``: the bytes around that string."""
+
+    before: bytes
+    after: bytes
+    key: StreamKey
+    path: Path
+    order: int
+    strings: int
+
+
 class SseMasker:
     """Masks an OpenAI ``text/event-stream`` body fed in pieces."""
 
@@ -121,6 +132,7 @@ class SseMasker:
         self._events: deque[_Event] = deque()  # complete events not yet released, in order
         self._hits: list[tuple[Hit, str]] = []  # with the stream or field it was in
         self._known: dict[str, tuple[str, list[str]]] = {}
+        self._template: _Template | None = None
 
     def take_hits(self) -> list[Hit]:
         return [hit for hit, _ in self.take_field_hits()]
@@ -164,6 +176,9 @@ class SseMasker:
     # --- one event ---------------------------------------------------------------------------------
 
     def _block(self, block: bytes, offset: int) -> bytes:
+        template = self._template
+        if template is not None and (found := self._like_template(block, offset, template)) is not None:
+            return found
         data = _json_data(block)
         doc: Any = None
         if data is not None:
@@ -192,7 +207,46 @@ class SseMasker:
                 del self._streams[key]
             pieces.append(_Piece(index, value, stream, span, path))
         self._events.append(_Event(block, offset, data, pieces, len(strings)))
+        if len(pieces) == 1 and not before and not finished:
+            self._remember(block, data, pieces[0], len(strings))
         return before + self._release() if before else self._release()
+
+    def _remember(self, block: bytes, data: bytes, piece: _Piece, strings: int) -> None:
+        """Keep the bytes around the delta text of a chunk whose only piece is that text: the next
+        chunks usually differ from it in that text alone."""
+        path = piece.path
+        if piece.stream is None or len(path) != 4 or path[2:] != ("delta", "content"):
+            return
+        if not _one_data_line(block) or data.count(b'"content":') != 1:
+            return
+        match = _DELTA_CONTENT.search(block)
+        if match is None or _decoded(match.group(1)) != piece.value:
+            return
+        start, end = match.span(1)
+        key = next(key for key, stream in self._streams.items() if stream is piece.stream)
+        self._template = _Template(block[:start], block[end:], key, path, piece.order, strings)
+
+    def _like_template(self, block: bytes, offset: int, template: _Template) -> bytes | None:
+        """The chunk that differs from the template only in its delta text (valid JSON): that text fed
+        to its stream as the full walk would, without decoding and walking the event. Else None."""
+        match = _DELTA_CONTENT.match(block, len(template.before) - _DELTA_CONTENT_PREFIX)
+        if match is None:
+            return None
+        start, end = match.span(1)
+        if len(block) - end != len(template.after):
+            return None
+        if not (block.startswith(template.before) and block.endswith(template.after)):
+            return None
+        value = _decoded(block[start:end])
+        if value is None:
+            return None
+        stream = self._streams.get(template.key)
+        if stream is None:
+            stream = self._streams[template.key] = _Stream(self._rules, self._max_hold, _label(template.path))
+        span = stream.feed(value, final=False)
+        piece = _Piece(template.order, value, stream, span, template.path)
+        self._events.append(_Event(block, offset, block[6:-2], [piece], template.strings))
+        return self._release()
 
     def _release(self) -> bytes:
         """Every event at the head of the queue whose delta text is all decided, masked or as it came."""
@@ -255,6 +309,30 @@ class SseMasker:
         return out
 
 
+# The delta text of a chat chunk: the JSON string after ``"delta":{"content":`` (no raw control bytes).
+_DELTA_CONTENT = re.compile(rb'"delta":\{"content":("(?:[^"\\\x00-\x1f]|\\.)*")')
+_DELTA_CONTENT_PREFIX = len(b'"delta":{"content":')
+
+
+def _decoded(token: bytes) -> str | None:
+    """A JSON string token's value, or None when it is not one."""
+    try:
+        value = msgspec.json.decode(token)
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _one_data_line(block: bytes) -> bool:
+    """The block is ``data: ...`` and its blank line, nothing else."""
+    return (
+        block.startswith(b"data: ")
+        and block.endswith(b"\n\n")
+        and block.count(b"\n") == 2
+        and b"\r" not in block
+    )
+
+
 def _decided(event: _Event) -> bool:
     """The text of every delta stream this event carries is decided."""
     for piece in event.pieces:
@@ -265,13 +343,8 @@ def _decided(event: _Event) -> bool:
 
 def _json_data(block: bytes) -> bytes | None:
     """The data of a block that is one plain event (data lines, optional event/id lines), else None."""
-    if (
-        block.startswith(b"data: ")
-        and block.endswith(b"\n\n")
-        and block.count(b"\n") == 2
-        and b"\r" not in block
-    ):
-        return block[6:-2]  # the usual event: one data line
+    if _one_data_line(block):
+        return block[6:-2]  # the usual event
     lines = _LINE.split(block)
     if lines[-2:] != [b"", b""] or any(not line for line in lines[:-2]):
         return None

@@ -64,11 +64,14 @@ def candidate_starts(rule: Rule, text: str, *, final: bool) -> list[int]:
 def assert_lead_admits(rule: Rule, text: str) -> None:
     for final in (False, True):
         lead = rule.anchors if final else rule.starts
+        exact = rule.exact_complete if final else rule.exact
         assert lead is not None
+        assert exact is not None
         for start in candidate_starts(rule, text, final=final):
             hit = lead.search(text, start)
             assert hit is not None, (rule.name, final, start)
             assert hit.start() <= start + rule.back, (rule.name, final, start, hit.start())
+            assert exact.match(text, start) is not None, (rule.name, final, start)  # right there
 
 
 @given(near_texts.flatmap(lambda text: st.tuples(st.just(text), st.integers(0, len(text)))))

@@ -172,3 +172,45 @@ def test_odd_shapes_under_choices_are_masked_not_fatal() -> None:
     out = run(body, [7])
     assert EMAIL.encode() not in out
     assert msgspec.json.decode(out[6:]) == {"choices": [["[MASKED:email]", {"delta": 1}], "x"]}
+
+
+def fed(masker: SseMasker, body: bytes, points: list[int]) -> tuple[bytes, list[tuple[Any, str]]]:
+    out = b"".join(masker.feed(piece) for piece in split(body, points)) + masker.finish()
+    return out, masker.take_field_hits()
+
+
+def full_walk() -> SseMasker:
+    """A masker that never takes the shortcut for chunks like the last one."""
+    masker = SseMasker(RULES)
+    setattr(masker, "_remember", lambda *args: None)  # noqa: B010 (a method, replaced on one instance)
+    return masker
+
+
+@given(tokens, st.booleans(), st.data())
+def test_chunks_like_the_last_one_mask_as_the_full_walk_does(
+    content: list[str], finish_with_content: bool, data: st.DataObject
+) -> None:
+    body = chat_stream(content, [], finish_with_content)
+    points = data.draw(cuts(len(body)))
+    assert fed(SseMasker(RULES), body, points) == fed(full_walk(), body, points)
+
+
+def test_the_shortcut_is_taken_and_keeps_secrets_masked() -> None:
+    text = f"key {AWS_KEY_ID} mail {EMAIL} and {OPENAI_KEY} end"
+    body = chat_stream(list(text))
+    masker = SseMasker(RULES)
+    events = [block + b"\n\n" for block in body.split(b"\n\n")[:-1]]
+    out = b"".join(masker.feed(event) for event in events[:3])
+    assert masker._template is not None  # the second event already matched the first one's bytes
+    out += b"".join(masker.feed(event) for event in events[3:]) + masker.finish()
+    assert (out, masker.take_field_hits()) == fed(full_walk(), body, [])
+    assert (
+        assembled(out)[0] == "key [MASKED:aws_access_key] mail [MASKED:email] and [MASKED:openai_api_key] end"
+    )
+
+
+def test_duplicate_content_keys_take_the_full_walk() -> None:
+    event = b'data: {"choices":[{"index":0,"delta":{"content":"a","content":"b"},"finish_reason":null}]}\n\n'
+    masker = SseMasker(RULES)
+    masker.feed(event)
+    assert masker._template is None

@@ -59,8 +59,6 @@ RECORD: Final = "record"
 UPSTREAM: Final = "upstream"
 CLIENT: Final = "client"
 SCOPES: Final = (RECORD, UPSTREAM, CLIENT)
-# The scopes the data path masks. A configured scope that is not here is refused at startup.
-IMPLEMENTED_SCOPES: Final = (RECORD, UPSTREAM)
 MASKED_ENCODING_FIELD: Final = b"X-Wardgate-Masked-Content-Encoding"
 _DECODABLE: Final = {b"gzip": 31, b"x-gzip": 31, b"deflate": 15}  # zlib wbits per coding
 MAX_CACHED_GROUP_SETS: Final = 4096  # MaskingPlan: distinct group sets kept; past this it starts over
@@ -222,7 +220,6 @@ def rules_by_scope(config: MaskingConfig) -> dict[str, list[Rule]]:
         MaskingConfigError: an unknown detector, rule or scope, or a custom rule that does not compile.
     """
     plan = MaskingPlan(config)
-    _check_implemented(config)
     return {scope: list(rules) for scope, rules in zip(SCOPES, plan.default, strict=True)}
 
 
@@ -236,19 +233,6 @@ def _check_scopes(scopes: list[str], field: str) -> None:
     for scope in scopes:
         if scope not in SCOPES:
             raise MaskingConfigError(f"{field}: unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
-
-
-def _check_implemented(config: MaskingConfig) -> None:
-    """Refused, not ignored: the model or the client would see a secret the config says is masked."""
-    fields = [
-        *((f"masking.scopes.{name}", scopes) for name, scopes in config.scopes.items()),
-        *((f"masking.rules[{i}].scopes", rule.scopes) for i, rule in enumerate(config.rules)),
-        *((f"masking.overrides[{i}].scopes", o.scopes) for i, o in enumerate(config.overrides)),
-    ]
-    for field, scopes in fields:
-        for scope in scopes:
-            if scope not in IMPLEMENTED_SCOPES:
-                raise MaskingConfigError(f"{field}: scope {scope!r} is not implemented yet")
 
 
 def body_masker(rules: Sequence[Rule], content_type: bytes, *, max_hold_chars: int) -> BodyMasker:
@@ -441,7 +425,6 @@ class RecordMasking:
 
 __all__ = [
     "CLIENT",
-    "IMPLEMENTED_SCOPES",
     "MASKED_ENCODING_FIELD",
     "RECORD",
     "SCOPES",

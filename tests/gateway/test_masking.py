@@ -180,7 +180,6 @@ async def test_no_raw_secret_reaches_any_file(replaying: MockLlm, data_dir: Path
     [
         (MaskingConfig(disabled=["emails"]), "unknown detector 'emails'"),
         (MaskingConfig(scopes={"email": ["logs"]}), "masking.scopes.email: unknown scope 'logs'"),
-        (MaskingConfig(scopes={"email": ["client"]}), "scope 'client' is not implemented yet"),
         (MaskingConfig(rules=[CustomRuleConfig(name="x", pattern="(")]), r"masking.rules\[0\]: rule 'x'"),
         (MaskingConfig(max_hold_chars=10), "masking.max_hold_chars"),
     ],
@@ -188,3 +187,59 @@ async def test_no_raw_secret_reaches_any_file(replaying: MockLlm, data_dir: Path
 def test_bad_masking_config_names_the_field(masking: MaskingConfig, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         validate(Config(masking=masking))
+
+
+CLIENT_MASKING = MaskingConfig(
+    scopes={"email": ["record", "client"], "openai_api_key": ["record", "client"]},
+    rules=[CustomRuleConfig(name="employee_id", pattern="EMP[0-9]{6}", scopes=["record", "client"])],
+)
+
+
+async def test_client_scope_masks_what_the_client_gets(replaying: MockLlm, data_dir: Path) -> None:
+    config = msgspec.structs.replace(
+        make_config(data_dir, replaying.port), masking=CLIENT_MASKING, admin=AdminConfig(listen="")
+    )
+    async with asyncio.timeout(60), running(config) as gw:
+        llm = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="sk-test", max_retries=0)
+        async with llm:
+            stream = await llm.chat.completions.create(
+                model="mock-gpt",
+                messages=[{"role": "user", "content": "hello"}],
+                stream=True,
+                extra_headers={"X-Mock-Capture": "stream"},
+            )
+            content, arguments = "", ""
+            async for chunk in stream:
+                delta = chunk.choices[0].delta if chunk.choices else None
+                content += (delta.content or "") if delta else ""
+                for call in (delta.tool_calls or []) if delta else []:
+                    arguments += (call.function.arguments or "") if call.function else ""
+            bodies = {"stream": content}
+            for capture in ("json", "gzip"):
+                raw = await llm.chat.completions.with_raw_response.create(
+                    model="mock-gpt",
+                    messages=[{"role": "user", "content": "hello"}],
+                    extra_headers={"X-Mock-Capture": capture},
+                )
+                assert int(raw.headers["content-length"]) == len(raw.content)  # recomputed, body valid JSON
+                bodies[capture] = raw.parse().choices[0].message.content or ""
+    for body in bodies.values():
+        # Every secret split over many 3-character events (or whole in JSON) is masked for the client...
+        assert f.EMAIL not in body
+        assert "[MASKED:email]" in body
+        assert f.OPENAI_KEY not in body
+        assert "[MASKED:openai_api_key]" in body
+        assert "EMP123456" not in body
+        assert "[MASKED:employee_id]" in body
+        # ...and only the client-scope rules: the others reach the client as the model sent them.
+        assert f.IBAN in body
+        assert f.AWS_KEY_ID in body
+    # The tool call's arguments stay valid JSON with the key masked inside the string.
+    assert msgspec.json.decode(arguments) == {"command": "export OPENAI_API_KEY=[MASKED:openai_api_key]"}
+    client_scope = [
+        s.frame.event
+        for s in iter_frames(data_dir)
+        if isinstance(s.frame.event, MaskingApplied) and s.frame.event.scope == "client"
+    ]
+    assert {event.rule for event in client_scope} == {"email", "openai_api_key", "employee_id"}
+    assert leaks(data_dir, [f.EMAIL, f.OPENAI_KEY, "EMP123456"]) == []

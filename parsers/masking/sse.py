@@ -190,6 +190,10 @@ class SseMasker:
             return self._finish_streams() + self._text(block, offset)
         # The decoded document says where each string is; token positions are needed only to rewrite.
         strings, keys = _strings_and_keys(doc)
+        if sum(1 for _ in _string_values(data)) != len(strings):
+            # Duplicate keys: decoding kept only the last value, and an earlier one (a secret, perhaps)
+            # would pass unseen. Such an event is masked as text; a template is never made from it.
+            return self._finish_streams() + self._text(block, offset)
         before = b"" if any(keys) else self._finish_streams()
         finished = _finished_choices(doc)
         pieces: list[_Piece] = []
@@ -268,9 +272,7 @@ class SseMasker:
                 changed.append((piece.order, masked))
         if not changed:
             return event.block
-        tokens = list(_string_values(event.data))
-        if len(tokens) != event.strings:  # duplicate keys: the decoded view lost one; mask the text
-            return self._text(event.block, event.offset)
+        tokens = list(_string_values(event.data))  # as many as decoded: duplicate keys went to _text
         parts: list[bytes] = []
         at = 0
         for index, masked in changed:

@@ -214,3 +214,15 @@ def test_duplicate_content_keys_take_the_full_walk() -> None:
     masker = SseMasker(RULES)
     masker.feed(event)
     assert masker._template is None
+
+
+def test_a_secret_in_a_duplicate_key_decoding_drops_is_masked() -> None:
+    # Decoding keeps the last "id"; the first one must not reach the log because nothing looked at it.
+    event = f'data: {{"id":"{AWS_KEY_ID}","id":"x","choices":[{{"index":0,"delta":{{"content":"hi"}}}}]}}\n\n'
+    for repeat in (1, 2):  # also after a plain chunk of the same shape made a template
+        masker = SseMasker(RULES)
+        plain = b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+        out = b"".join(masker.feed(plain) for _ in range(repeat - 1))
+        out += masker.feed(event.encode()) + masker.finish()
+        assert AWS_KEY_ID.encode() not in out
+        assert b"[MASKED:aws_access_key]" in out

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from gateway.config import StorageConfig
 from gateway.masking import RecordMasking
 from parsers.events import Direction, RecordedEvent, Recovered, RequestHead, ResponseHead, Retention
 from storage.checkpoints import CheckpointFile, sign_checkpoint
@@ -67,6 +68,34 @@ class RecorderStats(msgspec.Struct, kw_only=True):
 
 class Recorder:
     """Accepts frames from all connections and writes them, in order, to the segment log."""
+
+    @classmethod
+    def from_storage(
+        cls,
+        log: SegmentLog,
+        storage: StorageConfig,
+        *,
+        redact_key: bytes,
+        signing_key: SigningKey | None,
+        observe_write_s: Callable[[float], None] = lambda seconds: None,
+        observe_sync_s: Callable[[float], None] = lambda seconds: None,
+        masking: RecordMasking | None = None,
+    ) -> Recorder:
+        """A recorder tuned by ``[storage]`` (the gateway's workers and the supervisor's console)."""
+        return cls(
+            log,
+            group_commit_s=storage.group_commit_ms / 1000,
+            max_pending=storage.max_pending_frames,
+            redact_key=redact_key,
+            signing_key=signing_key,
+            checkpoint_every_frames=storage.checkpoint_every_frames,
+            checkpoint_interval_s=storage.checkpoint_interval_s,
+            retry_s=storage.recovery_retry_s,
+            retry_max_s=storage.recovery_retry_max_s,
+            observe_write_s=observe_write_s,
+            observe_sync_s=observe_sync_s,
+            masking=masking,
+        )
 
     def __init__(
         self,

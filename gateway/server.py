@@ -213,17 +213,11 @@ class Gateway:
 
     async def _serve(self, log: SegmentLog, index: SqliteIndex, key: bytes, signing_key: SigningKey) -> None:
         cfg = self.config
-        storage = cfg.storage
-        recorder = Recorder(
+        recorder = Recorder.from_storage(
             log,
-            group_commit_s=storage.group_commit_ms / 1000,
-            max_pending=storage.max_pending_frames,
+            cfg.storage,
             redact_key=key,
             signing_key=signing_key,
-            checkpoint_every_frames=storage.checkpoint_every_frames,
-            checkpoint_interval_s=storage.checkpoint_interval_s,
-            retry_s=storage.recovery_retry_s,
-            retry_max_s=storage.recovery_retry_max_s,
             observe_write_s=self.write_seconds.observe,
             observe_sync_s=self.fsync_seconds.observe,
             masking=record_masking(self.config.masking),

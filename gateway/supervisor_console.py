@@ -66,17 +66,7 @@ class SupervisorConsole:
             series_root(config.data_dir, SUPERVISOR_SERIES), max_segment_bytes=storage.max_segment_bytes
         )
         try:
-            recorder = Recorder(
-                log,
-                group_commit_s=storage.group_commit_ms / 1000,
-                max_pending=storage.max_pending_frames,
-                redact_key=redact_key,
-                signing_key=signing_key,
-                checkpoint_every_frames=storage.checkpoint_every_frames,
-                checkpoint_interval_s=storage.checkpoint_interval_s,
-                retry_s=storage.recovery_retry_s,
-                retry_max_s=storage.recovery_retry_max_s,
-            )
+            recorder = Recorder.from_storage(log, storage, redact_key=redact_key, signing_key=signing_key)
             listener = await AdminListener.open(
                 config.admin,
                 data_dir=config.data_dir,

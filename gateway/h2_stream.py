@@ -13,8 +13,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from gateway.approvals.guard import ResponseGuard, Uninspectable, identity_encoding
-from gateway.forwarding import client_response_head, error_response, first, upstream_request_head
+from gateway.approvals.guard import ResponseGuard, Uninspectable
+from gateway.forwarding import client_response_head, error_response, first
 from gateway.h2_heads import h1_request_head, h2_response_head
 from gateway.identity.access import Refused
 from gateway.ids import new_id
@@ -213,17 +213,12 @@ class StreamExchange:
         """Send the request on; ``body_decision``: the policy decides once the whole body was read."""
         conn = self.conn
         ctx = conn.ctx
-        forwarded = recorded = upstream_request_head(
+        forwarded, recorded = ctx.outbound_heads(
             h1_request_head(self.head, has_body=self.has_body),
             client_ip=conn.client_ip,
-            authority=ctx.upstream_authority,
-            prefix=ctx.upstream_prefix,
-            proto=b"https" if conn.tls else b"http",
+            tls=conn.tls is not None,
+            guarded=self.request_body is not None,
         )
-        if self.request_body is not None:
-            forwarded = recorded = identity_encoding(forwarded)
-        if ctx.access is not None:
-            forwarded, recorded = ctx.access.outbound(forwarded)
         masking = upstream_rules(ctx.masking, self.identity)
         hold = body_decision or masking is not None  # the whole body first: the head is recorded after it
         if not hold:

@@ -89,6 +89,26 @@ class ProxyContext:
     closing: bool = False  # shutting down: finish the exchange in flight, take no further request
     guard: GuardSettings | None = None  # approval rules, client-scope masking; None: none configured
 
+    def outbound_heads(
+        self, head: RequestHead, *, client_ip: str, tls: bool, guarded: bool
+    ) -> tuple[RequestHead, RequestHead]:
+        """The request head to send upstream, and the one to record as sent (credential placeholder).
+
+        ``guarded``: the response goes through a ``ResponseGuard``, which must be able to read it.
+        """
+        forwarded = upstream_request_head(
+            head,
+            client_ip=client_ip,
+            authority=self.upstream_authority,
+            prefix=self.upstream_prefix,
+            proto=b"https" if tls else b"http",
+        )
+        if guarded:
+            forwarded = identity_encoding(forwarded)
+        if self.access is not None:
+            return self.access.outbound(forwarded)
+        return forwarded, forwarded
+
 
 class ExchangeAborted(Exception):
     """The exchange cannot go on; the reason was recorded and answered (or the connection cut)."""
@@ -285,17 +305,9 @@ class ClientConnection:
     ) -> UpstreamConnection:
         """Send the request on; ``body_decision``: the policy decides once the whole body was read."""
         ctx = self.ctx
-        forwarded = recorded = upstream_request_head(
-            head,
-            client_ip=self.client_ip,
-            authority=ctx.upstream_authority,
-            prefix=ctx.upstream_prefix,
-            proto=b"https" if self.tls else b"http",
+        forwarded, recorded = ctx.outbound_heads(
+            head, client_ip=self.client_ip, tls=self.tls is not None, guarded=ex.request_body is not None
         )
-        if ex.request_body is not None:
-            forwarded = recorded = identity_encoding(forwarded)
-        if ctx.access is not None:
-            forwarded, recorded = ctx.access.outbound(forwarded)
         masking = upstream_rules(ctx.masking, self.identity)
         hold = body_decision or masking is not None  # the whole body first: the head is recorded after it
         if not hold:

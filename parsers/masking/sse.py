@@ -33,6 +33,7 @@ StreamKey = tuple[str | int | None, ...]
 _BLOCK_END = re.compile(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)")
 _LINE = re.compile(rb"\r\n|\r|\n")
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\],]')  # strings and the structure around them
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # in valid JSON, each key and string value once
 _CHOICE_TEXT = {
     ("delta", "content"),
     ("delta", "reasoning_content"),
@@ -190,7 +191,7 @@ class SseMasker:
             return self._finish_streams() + self._text(block, offset)
         # The decoded document says where each string is; token positions are needed only to rewrite.
         strings, keys = _strings_and_keys(doc)
-        if sum(1 for _ in _string_values(data)) != len(strings):
+        if len(_STRING.findall(data)) != _string_count(doc):
             # Duplicate keys: decoding kept only the last value, and an earlier one (a secret, perhaps)
             # would pass unseen. Such an event is masked as text; a template is never made from it.
             return self._finish_streams() + self._text(block, offset)
@@ -395,6 +396,17 @@ def _string_values(data: bytes) -> Iterator[tuple[Path, int, int]]:
                 expect_key = True
         else:  # } or ]
             stack.pop()
+
+
+def _string_count(node: dict[str, Any] | list[Any]) -> int:
+    """Keys and string values in a decoded document: fewer than its text holds only if keys repeat."""
+    count = len(node) if isinstance(node, dict) else 0
+    for value in node.values() if isinstance(node, dict) else node:
+        if isinstance(value, str):
+            count += 1
+        elif isinstance(value, dict | list):
+            count += _string_count(value)
+    return count
 
 
 def _strings(

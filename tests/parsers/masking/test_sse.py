@@ -226,3 +226,17 @@ def test_a_secret_in_a_duplicate_key_decoding_drops_is_masked() -> None:
         out += masker.feed(event.encode()) + masker.finish()
         assert AWS_KEY_ID.encode() not in out
         assert b"[MASKED:aws_access_key]" in out
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=5), _JSON, max_size=5))
+def test_the_duplicate_key_check_counts_every_string_of_a_document_without_them(doc: dict[str, Any]) -> None:
+    # No false alarms: an event without duplicate keys keeps its JSON-aware masking.
+    data = msgspec.json.encode(doc)
+    assert len(sse._STRING.findall(data)) == sse._string_count(msgspec.json.decode(data))
